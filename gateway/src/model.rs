@@ -50,7 +50,10 @@ impl fmt::Display for UnixMillis {
     }
 }
 
-/// Generates an enum of protocol names with its wire form.
+/// Generates an enum of wire names (`as_str`, `parse`, `ALL`, `Display`,
+/// `Serialize` as the wire string). Exported so the hub names its own
+/// vocabularies (rules, severities, alert states) the same way.
+#[macro_export]
 macro_rules! protocol_names {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -69,9 +72,15 @@ macro_rules! protocol_names {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        impl $crate::__serde::Serialize for $name {
+            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
             }
         }
     };

@@ -107,7 +107,12 @@ pub fn resolve<'a>(records: Vec<Record<'a>>, now_secs: f64) -> Result<Vec<Resolv
         if time < RELATIVE_TIME_LIMIT {
             time += now_secs;
         }
-        let values = [r.v.is_some(), r.vs.is_some(), r.vb.is_some(), r.vd.is_some()];
+        let values = [
+            r.v.is_some(),
+            r.vs.is_some(),
+            r.vb.is_some(),
+            r.vd.is_some(),
+        ];
         if values.iter().filter(|&&b| b).count() > 1 {
             return Err(format!("record {i} ({name}) has more than one value"));
         }

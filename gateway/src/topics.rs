@@ -96,9 +96,9 @@ impl TopicRoot {
         let root = root.trim_end_matches('/');
         let ok = !root.is_empty()
             && !root.starts_with('$')
-            && root.split('/').all(|level| {
-                !level.is_empty() && !level.contains(['+', '#', '\0'])
-            });
+            && root
+                .split('/')
+                .all(|level| !level.is_empty() && !level.contains(['+', '#', '\0']));
         if ok {
             Ok(TopicRoot(root.to_owned()))
         } else {

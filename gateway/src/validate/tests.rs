@@ -34,9 +34,21 @@ fn accepts_a_blood_pressure_reading() {
     assert_eq!(
         obs,
         vec![
-            Observation { time: NOW, metric: Metric::Sys, value: 128.0 },
-            Observation { time: NOW, metric: Metric::Dia, value: 84.0 },
-            Observation { time: NOW, metric: Metric::Hr, value: 66.0 },
+            Observation {
+                time: NOW,
+                metric: Metric::Sys,
+                value: 128.0
+            },
+            Observation {
+                time: NOW,
+                metric: Metric::Dia,
+                value: 84.0
+            },
+            Observation {
+                time: NOW,
+                metric: Metric::Hr,
+                value: 66.0
+            },
         ]
     );
 }
@@ -49,24 +61,66 @@ fn every_rejection_code_has_its_case() {
     let cases: Vec<(Channel, String, RejectCode)> = vec![
         (Channel::Obs, "{not json".into(), RejectCode::BadJson),
         (Channel::Obs, "".into(), RejectCode::BadJson),
-        (Channel::Obs, r#"{"n":"weight"}"#.into(), RejectCode::BadSenml),
-        (Channel::Obs, "[]".into(), RejectCode::BadSenml),
-        (Channel::Obs, r#"[{"n":"weight","u":"kg","v":"80"}]"#.into(), RejectCode::BadSenml),
-        (Channel::Obs, format!(r#"[{{{bn},"n":"weight","u":"kg"}}]"#), RejectCode::BadSenml),
-        (Channel::Obs, r#"[{"n":"weight","u":"kg","v":80}]"#.into(), RejectCode::BadSenml),
-        (Channel::Obs, format!(r#"[{{{bn},"n":"height","u":"cm","v":180}}]"#), RejectCode::UnknownName),
-        (Channel::Obs, format!(r#"[{{{bn},"n":"weight","u":"lb","v":180}}]"#), RejectCode::BadUnit),
-        (Channel::Obs, format!(r#"[{{{bn},"n":"weight","v":80}}]"#), RejectCode::BadUnit),
-        (Channel::Obs, format!(r#"[{{{bn},"n":"weight","u":"kg","v":351}}]"#), RejectCode::OutOfRange),
-        (Channel::Obs, format!(r#"[{{{bn},"n":"spo2","u":"%","v":49.9}}]"#), RejectCode::OutOfRange),
         (
             Channel::Obs,
-            format!(r#"[{{{bn},"bt":{},"n":"weight","u":"kg","v":80}}]"#, NOW_S + 301.0),
+            r#"{"n":"weight"}"#.into(),
+            RejectCode::BadSenml,
+        ),
+        (Channel::Obs, "[]".into(), RejectCode::BadSenml),
+        (
+            Channel::Obs,
+            r#"[{"n":"weight","u":"kg","v":"80"}]"#.into(),
+            RejectCode::BadSenml,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"n":"weight","u":"kg"}}]"#),
+            RejectCode::BadSenml,
+        ),
+        (
+            Channel::Obs,
+            r#"[{"n":"weight","u":"kg","v":80}]"#.into(),
+            RejectCode::BadSenml,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"n":"height","u":"cm","v":180}}]"#),
+            RejectCode::UnknownName,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"n":"weight","u":"lb","v":180}}]"#),
+            RejectCode::BadUnit,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"n":"weight","v":80}}]"#),
+            RejectCode::BadUnit,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"n":"weight","u":"kg","v":351}}]"#),
+            RejectCode::OutOfRange,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"n":"spo2","u":"%","v":49.9}}]"#),
+            RejectCode::OutOfRange,
+        ),
+        (
+            Channel::Obs,
+            format!(
+                r#"[{{{bn},"bt":{},"n":"weight","u":"kg","v":80}}]"#,
+                NOW_S + 301.0
+            ),
             RejectCode::FutureTime,
         ),
         (
             Channel::Obs,
-            format!(r#"[{{{bn},"bt":{},"n":"weight","u":"kg","v":80}}]"#, NOW_S - 366.0 * 86400.0),
+            format!(
+                r#"[{{{bn},"bt":{},"n":"weight","u":"kg","v":80}}]"#,
+                NOW_S - 366.0 * 86400.0
+            ),
             RejectCode::TooOld,
         ),
         (
@@ -74,13 +128,41 @@ fn every_rejection_code_has_its_case() {
             r#"[{"bn":"urn:dev:vaka:dev-2:","n":"weight","u":"kg","v":80}]"#.into(),
             RejectCode::TopicMismatch,
         ),
-        (Channel::Obs, format!("[{}]", " ".repeat(70 * 1024)), RejectCode::TooLarge),
-        (Channel::Evt, format!(r#"[{{{bn},"n":"explode","vb":true}}]"#), RejectCode::UnknownName),
-        (Channel::Evt, format!(r#"[{{{bn},"n":"fall","vb":false}}]"#), RejectCode::BadSenml),
-        (Channel::Evt, format!(r#"[{{{bn},"n":"fall","u":"kg","vb":true}}]"#), RejectCode::BadUnit),
-        (Channel::Status, format!(r#"[{{{bn},"n":"batt","u":"%","v":101}}]"#), RejectCode::OutOfRange),
-        (Channel::Status, format!(r#"[{{{bn},"n":"conn","vs":"maybe"}}]"#), RejectCode::BadSenml),
-        (Channel::Status, format!(r#"[{{{bn},"n":"hb","u":"min","v":5}}]"#), RejectCode::BadUnit),
+        (
+            Channel::Obs,
+            format!("[{}]", " ".repeat(70 * 1024)),
+            RejectCode::TooLarge,
+        ),
+        (
+            Channel::Evt,
+            format!(r#"[{{{bn},"n":"explode","vb":true}}]"#),
+            RejectCode::UnknownName,
+        ),
+        (
+            Channel::Evt,
+            format!(r#"[{{{bn},"n":"fall","vb":false}}]"#),
+            RejectCode::BadSenml,
+        ),
+        (
+            Channel::Evt,
+            format!(r#"[{{{bn},"n":"fall","u":"kg","vb":true}}]"#),
+            RejectCode::BadUnit,
+        ),
+        (
+            Channel::Status,
+            format!(r#"[{{{bn},"n":"batt","u":"%","v":101}}]"#),
+            RejectCode::OutOfRange,
+        ),
+        (
+            Channel::Status,
+            format!(r#"[{{{bn},"n":"conn","vs":"maybe"}}]"#),
+            RejectCode::BadSenml,
+        ),
+        (
+            Channel::Status,
+            format!(r#"[{{{bn},"n":"hb","u":"min","v":5}}]"#),
+            RejectCode::BadUnit,
+        ),
     ];
     for (channel, payload, expected) in cases {
         assert_eq!(code(channel, &payload), expected, "payload: {payload}");
@@ -119,7 +201,9 @@ fn events_carry_their_text() {
         .to_json();
     let a = run(Channel::Evt, &json).unwrap();
     assert!(a.content.has_alarm());
-    let Content::Events(ev) = a.content else { panic!() };
+    let Content::Events(ev) = a.content else {
+        panic!()
+    };
     assert_eq!(ev[0].text.as_deref(), Some("morning-1"));
     assert_eq!(ev[1].kind, EventKind::HelpButton);
 }
@@ -129,7 +213,13 @@ fn the_reference_names_time_and_hash() {
     let json = PackBuilder::new("dev-1", NOW_S)
         .value("weight", "kg", 500.0, NOW_S)
         .to_json();
-    let v = validate(&dev(), Channel::Obs, json.as_bytes(), NOW, &Limits::default());
+    let v = validate(
+        &dev(),
+        Channel::Obs,
+        json.as_bytes(),
+        NOW,
+        &Limits::default(),
+    );
     let (time, hash) = v.reference.split_once(':').unwrap();
     assert_eq!(time, "1764590400");
     assert_eq!(hash.len(), 8);

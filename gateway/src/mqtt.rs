@@ -1,0 +1,232 @@
+//! The broker connection: options, and the poll loop.
+//!
+//! rumqttc's `EventLoop::poll` owns the socket and must never be blocked: it
+//! also sends our acknowledgements and keep-alives. So the loop here does
+//! nothing but poll, keep the subscriptions alive, and forward each incoming
+//! publish to the batcher over a bounded channel sized above the broker's
+//! in-flight window (the broker sends no more than that many unacknowledged
+//! QoS 1 messages, so the channel does not fill in normal operation).
+
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, NetworkOptions,
+    Outgoing, Publish, QoS,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::error::Error;
+use crate::metrics::GatewayMetrics;
+use crate::model::UnixMillis;
+use crate::topics::{Channel, TopicRoot};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// `mqtt://[user:password@]host[:port]`
+    pub url: String,
+    /// Fixed, so the broker keeps our persistent session across restarts.
+    pub client_id: String,
+    pub keep_alive: Duration,
+    /// rumqttc's in-flight window for our own publishes; match the broker's
+    /// `max_inflight_messages`.
+    pub inflight: u16,
+    /// Largest packet accepted from the broker. Far above the validation
+    /// limit on purpose: a too-large payload must reach validation and be
+    /// refused there, not break the connection and be redelivered forever.
+    pub max_packet_bytes: usize,
+}
+
+impl MqttConfig {
+    pub fn new(url: impl Into<String>, client_id: impl Into<String>) -> Self {
+        MqttConfig {
+            url: url.into(),
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(15),
+            inflight: 100,
+            max_packet_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Host, port and credentials of an `mqtt://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, String)>,
+}
+
+impl BrokerAddress {
+    pub fn parse(url: &str) -> Result<BrokerAddress, Error> {
+        let bad = |reason: &str| Error::MqttUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| bad("expected mqtt://host[:port]"))?;
+        let rest = rest.trim_end_matches('/');
+        let (credentials, hostport) = match rest.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((user.to_owned(), pass.to_owned())), hostport)
+            }
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad("port is not a number"))?),
+            None => (hostport, 1883),
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(BrokerAddress {
+            host: host.to_owned(),
+            port,
+            credentials,
+        })
+    }
+}
+
+/// Builds a client with manual acknowledgements and a persistent session.
+pub(crate) fn connect(config: &MqttConfig) -> Result<(AsyncClient, EventLoop), Error> {
+    let addr = BrokerAddress::parse(&config.url)?;
+    let mut options = MqttOptions::new(&config.client_id, addr.host, addr.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_inflight(config.inflight)
+        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
+        .set_request_channel_capacity(usize::from(config.inflight).max(64) * 8);
+    if let Some((user, pass)) = addr.credentials {
+        options.set_credentials(user, pass);
+    }
+    let (client, mut eventloop) =
+        AsyncClient::new(options, usize::from(config.inflight).max(64) * 8);
+    let mut network = NetworkOptions::new();
+    // Nagle's algorithm would hold our acks and replies back by ~15 ms a hop.
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(10);
+    eventloop.set_network_options(network);
+    Ok((client, eventloop))
+}
+
+/// One received publish and when it arrived.
+pub(crate) struct Received {
+    pub publish: Publish,
+    pub at: UnixMillis,
+    pub instant: Instant,
+}
+
+pub(crate) struct PollLoop {
+    pub client: AsyncClient,
+    pub eventloop: EventLoop,
+    pub root: TopicRoot,
+    pub tx: mpsc::Sender<Received>,
+    pub connected: watch::Sender<bool>,
+    pub metrics: GatewayMetrics,
+    pub clock: fn() -> UnixMillis,
+}
+
+impl PollLoop {
+    /// Polls until our own DISCONNECT has gone out (sent by the batcher at
+    /// shutdown, after its last acknowledgements) or the client is dropped.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    info!(
+                        session_present = ack.session_present,
+                        "connected to the MQTT broker"
+                    );
+                    backoff = Duration::from_millis(100);
+                    self.set_connected(true);
+                    // Subscribing again is harmless with a present session and
+                    // necessary when the broker lost it.
+                    let filters = Channel::INBOUND.map(|c| {
+                        rumqttc::SubscribeFilter::new(self.root.filter(c), QoS::AtLeastOnce)
+                    });
+                    if let Err(e) = self.client.try_subscribe_many(filters) {
+                        warn!(error = %e, "could not queue the subscription");
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    self.metrics.received.inc();
+                    let received = Received {
+                        publish,
+                        at: (self.clock)(),
+                        instant: Instant::now(),
+                    };
+                    // The broker's in-flight window keeps this channel from
+                    // filling; if it ever does, waiting here is the
+                    // back-pressure (QoS 0 traffic is the only way to get here).
+                    match self.tx.try_send(received) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(received)) => {
+                            warn!("intake channel full; pausing the broker connection");
+                            if self.tx.send(received).await.is_err() {
+                                debug!("batcher gone; no longer forwarding");
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            debug!("batcher gone; not forwarding (the broker will redeliver)");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    debug!(?ack.return_codes, "subscribed");
+                }
+                Ok(Event::Incoming(Incoming::Disconnect)) => {
+                    warn!("the broker disconnected us");
+                    self.set_connected(false);
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    info!("disconnected from the MQTT broker");
+                    self.set_connected(false);
+                    return;
+                }
+                Ok(_) => {}
+                Err(ConnectionError::RequestsDone) => {
+                    self.set_connected(false);
+                    return;
+                }
+                Err(e) => {
+                    self.set_connected(false);
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection error");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.metrics.connected.set(i64::from(up));
+        self.connected.send_replace(up);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        let a = BrokerAddress::parse("mqtt://127.0.0.1:1883").unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.credentials),
+            ("127.0.0.1", 1883, None)
+        );
+        let a = BrokerAddress::parse("mqtt://gw:s3cret@broker.example").unwrap();
+        assert_eq!(a.port, 1883);
+        assert_eq!(a.credentials, Some(("gw".into(), "s3cret".into())));
+        assert!(BrokerAddress::parse("http://x").is_err());
+        assert!(BrokerAddress::parse("mqtt://:1883").is_err());
+        assert!(BrokerAddress::parse("mqtt://h:port").is_err());
+    }
+}

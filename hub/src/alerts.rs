@@ -1,0 +1,572 @@
+//! The alert lifecycle, pure: [`AlertBook`] turns the engine's findings and
+//! the nurses' actions into [`Change`]s that the engine task then stores
+//! and broadcasts.
+//!
+//! `open → acknowledged → resolved(outcome, note)`. At most one active alert
+//! per patient + rule (+ device for technical rules): a repeat updates it
+//! (`count`, last reading) instead of making noise.
+//!
+//! Idempotence: every alert remembers the data time of its latest triggering
+//! reading. A finding whose latest reading is not newer than that of the
+//! latest alert of its key has been filed already (this is how a restart's
+//! replay, or a redelivery, raises nothing twice).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use vaka_gateway::UnixMillis;
+
+use crate::engine::rules::{Category, Decision, Evidence, Finding, RuleId, Severity, wire_enum};
+
+wire_enum! {
+    AlertState {
+        Open => "open",
+        Acknowledged => "acknowledged",
+        Snoozed => "snoozed",
+        Resolved => "resolved",
+    }
+}
+
+impl AlertState {
+    pub fn is_active(self) -> bool {
+        self != AlertState::Resolved
+    }
+}
+
+/// One alert, as stored and as sent to the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Assigned by the store when the alert is first saved.
+    pub alert_id: Option<i64>,
+    pub patient_id: Option<String>,
+    pub device_id: Option<String>,
+    pub rule: RuleId,
+    pub category: Category,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub confirmed: Option<bool>,
+    pub plan_version: i32,
+    pub explanation: String,
+    pub threshold: String,
+    pub readings: Vec<Evidence>,
+    pub count: i32,
+    #[serde(serialize_with = "ser_time")]
+    pub first_reading_at: UnixMillis,
+    #[serde(serialize_with = "ser_time")]
+    pub last_reading_at: UnixMillis,
+    #[serde(serialize_with = "ser_time")]
+    pub opened_at: UnixMillis,
+    #[serde(serialize_with = "ser_time")]
+    pub updated_at: UnixMillis,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub acknowledged_at: Option<UnixMillis>,
+    pub acknowledged_by: Option<String>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub snoozed_until: Option<UnixMillis>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub resolved_at: Option<UnixMillis>,
+    pub resolved_by: Option<String>,
+    pub outcome: Option<String>,
+    pub note: Option<String>,
+    /// Bumped on every change, so a client can drop stale updates.
+    pub version: i32,
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(t: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(t.0)
+        .map(|dt| dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn ser_time<S: serde::Serializer>(t: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+fn ser_opt_time<S: serde::Serializer>(t: &Option<UnixMillis>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Readings kept on one alert (the first ones and the latest ones).
+const MAX_READINGS: usize = 20;
+
+/// Who did what to an alert, for `alert_history`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub action: &'static str,
+    pub from_state: Option<AlertState>,
+    pub to_state: AlertState,
+    pub actor: String,
+    pub note: Option<String>,
+    pub at: UnixMillis,
+}
+
+/// A change to store and broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub alert: Alert,
+    pub transition: Transition,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActionError {
+    #[error("no such alert")]
+    NotFound,
+    #[error("the alert is already resolved")]
+    AlreadyResolved,
+    #[error("the alert is already acknowledged")]
+    AlreadyAcknowledged,
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// The actor name for changes the system makes itself.
+pub const SYSTEM: &str = "system";
+
+/// The latest alert of every patient + rule (+ device).
+#[derive(Debug, Default)]
+pub struct AlertBook {
+    /// patient id ("" for none) → alerts of that patient, one per (rule, device).
+    by_patient: HashMap<String, Vec<Alert>>,
+    /// alert id → patient id, for the nurses' actions.
+    by_id: HashMap<i64, String>,
+}
+
+fn patient_key(patient_id: Option<&str>) -> &str {
+    patient_id.unwrap_or("")
+}
+
+impl AlertBook {
+    /// Builds the book from the latest stored alert of each key.
+    pub fn load(latest: impl IntoIterator<Item = Alert>) -> AlertBook {
+        let mut book = AlertBook::default();
+        for a in latest {
+            book.put(a);
+        }
+        book
+    }
+
+    fn put(&mut self, alert: Alert) {
+        let key = patient_key(alert.patient_id.as_deref()).to_owned();
+        if let Some(id) = alert.alert_id {
+            self.by_id.insert(id, key.clone());
+        }
+        let alerts = self.by_patient.entry(key).or_default();
+        match alerts
+            .iter_mut()
+            .find(|a| a.rule == alert.rule && a.device_id == alert.device_id)
+        {
+            Some(slot) => *slot = alert,
+            None => alerts.push(alert),
+        }
+    }
+
+    fn latest(
+        &self,
+        patient_id: Option<&str>,
+        rule: RuleId,
+        device_id: Option<&str>,
+    ) -> Option<&Alert> {
+        self.by_patient
+            .get(patient_key(patient_id))?
+            .iter()
+            .find(|a| a.rule == rule && a.device_id.as_deref() == device_id)
+    }
+
+    fn latest_mut(
+        &mut self,
+        patient_id: Option<&str>,
+        rule: RuleId,
+        device_id: Option<&str>,
+    ) -> Option<&mut Alert> {
+        self.by_patient
+            .get_mut(patient_key(patient_id))?
+            .iter_mut()
+            .find(|a| a.rule == rule && a.device_id.as_deref() == device_id)
+    }
+
+    pub fn is_active(
+        &self,
+        patient_id: Option<&str>,
+        rule: RuleId,
+        device_id: Option<&str>,
+    ) -> bool {
+        self.latest(patient_id, rule, device_id)
+            .is_some_and(|a| a.state.is_active())
+    }
+
+    /// Every active alert.
+    pub fn active(&self) -> impl Iterator<Item = &Alert> {
+        self.by_patient
+            .values()
+            .flatten()
+            .filter(|a| a.state.is_active())
+    }
+
+    /// Records the id the store gave a newly opened alert.
+    pub fn set_id(&mut self, alert: &Alert, id: i64) {
+        let (p, r, d) = (
+            alert.patient_id.clone(),
+            alert.rule,
+            alert.device_id.clone(),
+        );
+        if let Some(a) = self.latest_mut(p.as_deref(), r, d.as_deref()) {
+            a.alert_id = Some(id);
+            self.by_id.insert(id, patient_key(p.as_deref()).to_owned());
+        }
+    }
+
+    /// Applies an engine decision. `None`: nothing to change (already filed,
+    /// or a withdrawal of an alert that is no longer active).
+    pub fn apply(&mut self, decision: &Decision, now: UnixMillis) -> Option<Change> {
+        match decision {
+            Decision::Raise(f) => self.raise(f, now),
+            Decision::Withdraw {
+                rule,
+                patient_id,
+                trigger,
+                reason,
+            } => self.withdraw(patient_id, *rule, *trigger, reason, now),
+            Decision::Command { .. } => None,
+        }
+    }
+
+    fn raise(&mut self, f: &Finding, now: UnixMillis) -> Option<Change> {
+        let device = f.device_id.as_deref().filter(|_| f.rule.per_device());
+        let latest = self.latest(f.patient_id.as_deref(), f.rule, device);
+        if latest.is_some_and(|a| f.last_reading_at <= a.last_reading_at) {
+            // Filed already. The one thing older data may still do is
+            // confirm an active unconfirmed alert (a repeat that arrived
+            // after the alert was raised); confirming is monotone, so this
+            // stays idempotent.
+            let a = self
+                .latest_mut(f.patient_id.as_deref(), f.rule, device)
+                .filter(|a| {
+                    a.state.is_active() && a.confirmed == Some(false) && f.confirmed == Some(true)
+                })?;
+            a.confirmed = Some(true);
+            a.explanation = f.explanation.clone();
+            for e in &f.evidence {
+                if !a.readings.contains(e) && a.readings.len() < MAX_READINGS {
+                    a.readings.push(e.clone());
+                }
+            }
+            a.updated_at = now;
+            a.version += 1;
+            return Some(Change {
+                alert: a.clone(),
+                transition: Transition {
+                    action: "confirmed",
+                    from_state: Some(a.state),
+                    to_state: a.state,
+                    actor: SYSTEM.into(),
+                    note: None,
+                    at: now,
+                },
+            });
+        }
+        if let Some(a) = self
+            .latest_mut(f.patient_id.as_deref(), f.rule, device)
+            .filter(|a| a.state.is_active())
+        {
+            a.count += 1;
+            a.last_reading_at = f.last_reading_at;
+            a.explanation = f.explanation.clone();
+            a.threshold = f.threshold.clone();
+            a.confirmed = match (a.confirmed, f.confirmed) {
+                (Some(x), Some(y)) => Some(x || y),
+                (x, y) => x.or(y),
+            };
+            for e in &f.evidence {
+                if !a.readings.contains(e) {
+                    if a.readings.len() >= MAX_READINGS {
+                        a.readings.remove(MAX_READINGS / 2);
+                    }
+                    a.readings.push(e.clone());
+                }
+            }
+            a.updated_at = now;
+            a.version += 1;
+            let transition = Transition {
+                action: "updated",
+                from_state: Some(a.state),
+                to_state: a.state,
+                actor: SYSTEM.into(),
+                note: None,
+                at: now,
+            };
+            return Some(Change {
+                alert: a.clone(),
+                transition,
+            });
+        }
+        let alert = Alert {
+            alert_id: None,
+            patient_id: f.patient_id.clone(),
+            device_id: device.map(str::to_owned),
+            rule: f.rule,
+            category: f.rule.category(),
+            severity: f.rule.severity(),
+            state: AlertState::Open,
+            confirmed: f.confirmed,
+            plan_version: 0,
+            explanation: f.explanation.clone(),
+            threshold: f.threshold.clone(),
+            readings: f.evidence.clone(),
+            count: 1,
+            first_reading_at: f.first_reading_at,
+            last_reading_at: f.last_reading_at,
+            opened_at: now,
+            updated_at: now,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            snoozed_until: None,
+            resolved_at: None,
+            resolved_by: None,
+            outcome: None,
+            note: None,
+            version: 1,
+        };
+        self.put(alert.clone());
+        Some(Change {
+            alert,
+            transition: Transition {
+                action: "opened",
+                from_state: None,
+                to_state: AlertState::Open,
+                actor: SYSTEM.into(),
+                note: None,
+                at: now,
+            },
+        })
+    }
+
+    fn withdraw(
+        &mut self,
+        patient_id: &str,
+        rule: RuleId,
+        trigger: UnixMillis,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Option<Change> {
+        let a = self
+            .latest_mut(Some(patient_id), rule, None)
+            .filter(|a| a.state.is_active())
+            .filter(|a| a.first_reading_at <= trigger && trigger <= a.last_reading_at)?;
+        let from = a.state;
+        resolve_in_place(a, SYSTEM, "withdrawn", Some(reason), now);
+        Some(Change {
+            alert: a.clone(),
+            transition: Transition {
+                action: "withdrawn",
+                from_state: Some(from),
+                to_state: AlertState::Resolved,
+                actor: SYSTEM.into(),
+                note: Some(reason.to_owned()),
+                at: now,
+            },
+        })
+    }
+
+    fn by_id_mut(&mut self, id: i64) -> Result<&mut Alert, ActionError> {
+        let patient = self.by_id.get(&id).ok_or(ActionError::NotFound)?.clone();
+        self.by_patient
+            .get_mut(&patient)
+            .and_then(|v| v.iter_mut().find(|a| a.alert_id == Some(id)))
+            // Only the latest alert of a key is in the book; older ones are
+            // resolved by construction.
+            .ok_or(ActionError::AlreadyResolved)
+    }
+
+    /// A nurse takes responsibility for the alert.
+    pub fn acknowledge(
+        &mut self,
+        id: i64,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<Change, ActionError> {
+        let a = self.by_id_mut(id)?;
+        let from = a.state;
+        match from {
+            AlertState::Resolved => return Err(ActionError::AlreadyResolved),
+            AlertState::Acknowledged => return Err(ActionError::AlreadyAcknowledged),
+            AlertState::Open | AlertState::Snoozed => {}
+        }
+        a.state = AlertState::Acknowledged;
+        a.acknowledged_at = Some(now);
+        a.acknowledged_by = Some(actor.to_owned());
+        a.snoozed_until = None;
+        a.updated_at = now;
+        a.version += 1;
+        Ok(Change {
+            alert: a.clone(),
+            transition: Transition {
+                action: "acknowledged",
+                from_state: Some(from),
+                to_state: AlertState::Acknowledged,
+                actor: actor.to_owned(),
+                note: None,
+                at: now,
+            },
+        })
+    }
+
+    /// A nurse closes the alert with an outcome.
+    pub fn resolve(
+        &mut self,
+        id: i64,
+        actor: &str,
+        outcome: &str,
+        note: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Change, ActionError> {
+        if outcome.trim().is_empty() {
+            return Err(ActionError::Invalid("an outcome is required".into()));
+        }
+        let a = self.by_id_mut(id)?;
+        let from = a.state;
+        if from == AlertState::Resolved {
+            return Err(ActionError::AlreadyResolved);
+        }
+        resolve_in_place(a, actor, outcome, note, now);
+        Ok(Change {
+            alert: a.clone(),
+            transition: Transition {
+                action: "resolved",
+                from_state: Some(from),
+                to_state: AlertState::Resolved,
+                actor: actor.to_owned(),
+                note: note.map(str::to_owned),
+                at: now,
+            },
+        })
+    }
+}
+
+fn resolve_in_place(
+    a: &mut Alert,
+    actor: &str,
+    outcome: &str,
+    note: Option<&str>,
+    now: UnixMillis,
+) {
+    a.state = AlertState::Resolved;
+    a.resolved_at = Some(now);
+    a.resolved_by = Some(actor.to_owned());
+    a.outcome = Some(outcome.to_owned());
+    a.note = note.map(str::to_owned);
+    a.snoozed_until = None;
+    a.updated_at = now;
+    a.version += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(rule: RuleId, t: i64) -> Decision {
+        Decision::Raise(Finding {
+            rule,
+            patient_id: Some("p1".into()),
+            device_id: None,
+            confirmed: None,
+            explanation: format!("at {t}"),
+            threshold: "x".into(),
+            evidence: vec![],
+            first_reading_at: UnixMillis(t),
+            last_reading_at: UnixMillis(t),
+        })
+    }
+
+    fn opened(book: &mut AlertBook, d: &Decision, id: i64) -> Change {
+        let c = book.apply(d, UnixMillis(1)).expect("a change");
+        book.set_id(&c.alert, id);
+        c
+    }
+
+    #[test]
+    fn repeats_update_the_active_alert() {
+        let mut book = AlertBook::default();
+        let c = opened(&mut book, &finding(RuleId::Fall, 100), 1);
+        assert_eq!(c.transition.action, "opened");
+        let c = book
+            .apply(&finding(RuleId::Fall, 200), UnixMillis(2))
+            .unwrap();
+        assert_eq!(
+            (c.transition.action, c.alert.count, c.alert.alert_id),
+            ("updated", 2, Some(1))
+        );
+        assert_eq!(book.active().count(), 1);
+    }
+
+    #[test]
+    fn a_finding_already_filed_changes_nothing() {
+        let mut book = AlertBook::default();
+        opened(&mut book, &finding(RuleId::Fall, 100), 1);
+        book.apply(&finding(RuleId::Fall, 200), UnixMillis(2))
+            .unwrap();
+        assert_eq!(book.apply(&finding(RuleId::Fall, 100), UnixMillis(3)), None);
+        assert_eq!(book.apply(&finding(RuleId::Fall, 200), UnixMillis(3)), None);
+        // Also after resolution: a replay must not reopen.
+        book.resolve(1, "nurse", "called_patient", None, UnixMillis(4))
+            .unwrap();
+        assert_eq!(book.apply(&finding(RuleId::Fall, 150), UnixMillis(5)), None);
+        // New data opens a new alert.
+        let c = book
+            .apply(&finding(RuleId::Fall, 300), UnixMillis(6))
+            .unwrap();
+        assert_eq!((c.transition.action, c.alert.alert_id), ("opened", None));
+    }
+
+    #[test]
+    fn lifecycle_rules() {
+        let mut book = AlertBook::default();
+        opened(&mut book, &finding(RuleId::BpCrisis, 100), 7);
+        assert_eq!(
+            book.acknowledge(8, "n", UnixMillis(2)).unwrap_err(),
+            ActionError::NotFound
+        );
+        assert_eq!(
+            book.acknowledge(7, "n", UnixMillis(2)).unwrap().alert.state,
+            AlertState::Acknowledged
+        );
+        assert_eq!(
+            book.acknowledge(7, "n", UnixMillis(3)).unwrap_err(),
+            ActionError::AlreadyAcknowledged
+        );
+        assert!(matches!(
+            book.resolve(7, "n", " ", None, UnixMillis(3)),
+            Err(ActionError::Invalid(_))
+        ));
+        let c = book
+            .resolve(7, "n", "home_visit", Some("ok"), UnixMillis(4))
+            .unwrap();
+        assert_eq!((c.alert.state, c.alert.version), (AlertState::Resolved, 3));
+        assert_eq!(
+            book.resolve(7, "n", "x", None, UnixMillis(5)).unwrap_err(),
+            ActionError::AlreadyResolved
+        );
+    }
+
+    #[test]
+    fn withdrawal_only_of_the_alert_the_trigger_opened() {
+        let mut book = AlertBook::default();
+        opened(&mut book, &finding(RuleId::Fall, 100), 1);
+        let w = |t| Decision::Withdraw {
+            rule: RuleId::Fall,
+            patient_id: "p1".into(),
+            trigger: UnixMillis(t),
+            reason: "cancelled".into(),
+        };
+        assert_eq!(book.apply(&w(50), UnixMillis(2)), None);
+        let c = book.apply(&w(100), UnixMillis(2)).unwrap();
+        assert_eq!(
+            (c.alert.outcome.as_deref(), c.alert.state),
+            (Some("withdrawn"), AlertState::Resolved)
+        );
+        assert_eq!(book.apply(&w(100), UnixMillis(3)), None);
+    }
+}

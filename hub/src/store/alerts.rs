@@ -1,0 +1,251 @@
+//! Alerts and their history in the store.
+
+use serde::Serialize;
+use sqlx::FromRow;
+use vaka_gateway::UnixMillis;
+
+use super::{DbTime, Result, Store, StoreError, on_pool};
+use crate::alerts::{Alert, AlertState, Change};
+use crate::engine::rules::{Category, RuleId, Severity};
+
+/// An `alerts` row as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct AlertRow {
+    pub alert_id: i64,
+    pub patient_id: Option<String>,
+    pub device_id: Option<String>,
+    pub rule: String,
+    pub category: String,
+    pub severity: String,
+    pub state: String,
+    pub confirmed: Option<bool>,
+    pub plan_version: i32,
+    pub explanation: String,
+    pub threshold: String,
+    pub readings: String,
+    pub count: i32,
+    pub first_reading_at: DbTime,
+    pub last_reading_at: DbTime,
+    pub opened_at: DbTime,
+    pub updated_at: DbTime,
+    pub acknowledged_at: Option<DbTime>,
+    pub acknowledged_by: Option<String>,
+    pub snoozed_until: Option<DbTime>,
+    pub resolved_at: Option<DbTime>,
+    pub resolved_by: Option<String>,
+    pub outcome: Option<String>,
+    pub note: Option<String>,
+    pub version: i32,
+}
+
+impl TryFrom<AlertRow> for Alert {
+    type Error = StoreError;
+
+    fn try_from(r: AlertRow) -> Result<Alert> {
+        let corrupt = |what: &str, v: &str| {
+            StoreError::Corrupt(format!("alert {}: unknown {what} {v:?}", r.alert_id))
+        };
+        Ok(Alert {
+            alert_id: Some(r.alert_id),
+            rule: RuleId::parse(&r.rule).ok_or_else(|| corrupt("rule", &r.rule))?,
+            category: Category::parse(&r.category)
+                .ok_or_else(|| corrupt("category", &r.category))?,
+            severity: Severity::parse(&r.severity)
+                .ok_or_else(|| corrupt("severity", &r.severity))?,
+            state: AlertState::parse(&r.state).ok_or_else(|| corrupt("state", &r.state))?,
+            readings: serde_json::from_str(&r.readings)
+                .map_err(|e| StoreError::Corrupt(format!("alert {}: readings: {e}", r.alert_id)))?,
+            patient_id: r.patient_id,
+            device_id: r.device_id,
+            confirmed: r.confirmed,
+            plan_version: r.plan_version,
+            explanation: r.explanation,
+            threshold: r.threshold,
+            count: r.count,
+            first_reading_at: r.first_reading_at.into(),
+            last_reading_at: r.last_reading_at.into(),
+            opened_at: r.opened_at.into(),
+            updated_at: r.updated_at.into(),
+            acknowledged_at: r.acknowledged_at.map(Into::into),
+            acknowledged_by: r.acknowledged_by,
+            snoozed_until: r.snoozed_until.map(Into::into),
+            resolved_at: r.resolved_at.map(Into::into),
+            resolved_by: r.resolved_by,
+            outcome: r.outcome,
+            note: r.note,
+            version: r.version,
+        })
+    }
+}
+
+/// One entry of an alert's history.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct AlertHistoryRow {
+    pub alert_id: i64,
+    pub at: DbTime,
+    pub action: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub actor: String,
+    pub note: Option<String>,
+}
+
+const ALERT_COLUMNS: &str =
+    "alert_id, patient_id, device_id, rule, category, severity, state, confirmed,
+    plan_version, explanation, threshold, readings, count, first_reading_at, last_reading_at,
+    opened_at, updated_at, acknowledged_at, acknowledged_by, snoozed_until, resolved_at,
+    resolved_by, outcome, note, version";
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery<'a> {
+    pub active_only: bool,
+    pub patient_id: Option<&'a str>,
+    pub limit: i64,
+}
+
+fn opt(t: Option<UnixMillis>) -> Option<DbTime> {
+    t.map(DbTime)
+}
+
+impl Store {
+    /// Stores a change: inserts a new alert (returning its id) or updates
+    /// an existing one, with its history entry, in one transaction.
+    pub async fn save_alert_change(&self, change: &Change) -> Result<i64> {
+        let a = &change.alert;
+        let readings = serde_json::to_string(&a.readings)
+            .map_err(|e| StoreError::Corrupt(format!("readings do not serialize: {e}")))?;
+        let t = &change.transition;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let id = match a.alert_id {
+                None => {
+                    let (id,): (i64,) = sqlx::query_as(
+                        "INSERT INTO alerts (patient_id, device_id, rule, category, severity, state, confirmed,
+                             plan_version, explanation, threshold, readings, count, first_reading_at,
+                             last_reading_at, opened_at, updated_at, version)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                         RETURNING alert_id",
+                    )
+                    .bind(&a.patient_id)
+                    .bind(&a.device_id)
+                    .bind(a.rule.as_str())
+                    .bind(a.category.as_str())
+                    .bind(a.severity.as_str())
+                    .bind(a.state.as_str())
+                    .bind(a.confirmed)
+                    .bind(a.plan_version)
+                    .bind(&a.explanation)
+                    .bind(&a.threshold)
+                    .bind(&readings)
+                    .bind(a.count)
+                    .bind(DbTime(a.first_reading_at))
+                    .bind(DbTime(a.last_reading_at))
+                    .bind(DbTime(a.opened_at))
+                    .bind(DbTime(a.updated_at))
+                    .bind(a.version)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::conflict_on_unique(e, "active alert of this patient and rule"))?;
+                    id
+                }
+                Some(id) => {
+                    sqlx::query(
+                        "UPDATE alerts SET state = $2, confirmed = $3, explanation = $4, threshold = $5,
+                             readings = $6, count = $7, last_reading_at = $8, updated_at = $9,
+                             acknowledged_at = $10, acknowledged_by = $11, snoozed_until = $12,
+                             resolved_at = $13, resolved_by = $14, outcome = $15, note = $16, version = $17
+                         WHERE alert_id = $1",
+                    )
+                    .bind(id)
+                    .bind(a.state.as_str())
+                    .bind(a.confirmed)
+                    .bind(&a.explanation)
+                    .bind(&a.threshold)
+                    .bind(&readings)
+                    .bind(a.count)
+                    .bind(DbTime(a.last_reading_at))
+                    .bind(DbTime(a.updated_at))
+                    .bind(opt(a.acknowledged_at))
+                    .bind(&a.acknowledged_by)
+                    .bind(opt(a.snoozed_until))
+                    .bind(opt(a.resolved_at))
+                    .bind(&a.resolved_by)
+                    .bind(&a.outcome)
+                    .bind(&a.note)
+                    .bind(a.version)
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+            };
+            sqlx::query(
+                "INSERT INTO alert_history (alert_id, at, action, from_state, to_state, actor, note)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(DbTime(t.at))
+            .bind(t.action)
+            .bind(t.from_state.map(|s| s.as_str()))
+            .bind(t.to_state.as_str())
+            .bind(&t.actor)
+            .bind(&t.note)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// The latest alert of every patient + rule + device: what the engine
+    /// needs to recognise findings it has filed before.
+    pub async fn latest_alerts(&self) -> Result<Vec<Alert>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS} FROM (
+                 SELECT *, row_number() OVER (
+                     PARTITION BY coalesce(patient_id, ''), rule, coalesce(device_id, '')
+                     ORDER BY last_reading_at DESC, alert_id DESC) AS rn
+                 FROM alerts) latest
+             WHERE rn = 1"
+        ));
+        let rows: Vec<AlertRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+        rows.into_iter().map(Alert::try_from).collect()
+    }
+
+    pub async fn alerts(&self, q: &AlertQuery<'_>) -> Result<Vec<Alert>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts
+             WHERE ($1 = false OR state <> 'resolved') AND ($2 IS NULL OR patient_id = $2)
+             ORDER BY opened_at DESC, alert_id DESC LIMIT $3"
+        ));
+        let rows: Vec<AlertRow> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(q.active_only)
+            .bind(q.patient_id)
+            .bind(q.limit)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(Alert::try_from).collect()
+    }
+
+    pub async fn alert(&self, alert_id: i64) -> Result<Option<Alert>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = $1"
+        ));
+        let row: Option<AlertRow> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(alert_id)
+            .fetch_optional(pool)
+            .await)?;
+        row.map(Alert::try_from).transpose()
+    }
+
+    pub async fn alert_history(&self, alert_id: i64) -> Result<Vec<AlertHistoryRow>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+            "SELECT alert_id, at, action, from_state, to_state, actor, note
+             FROM alert_history WHERE alert_id = $1 ORDER BY at, history_id",
+        )
+        .bind(alert_id)
+        .fetch_all(pool)
+        .await)?)
+    }
+}

@@ -1,0 +1,207 @@
+//! PostgreSQL-specific storage: batched ingest through `UNNEST` of arrays
+//! (one statement per table per batch, whatever its size), the device
+//! registry lookup with `= ANY`, and partition upkeep.
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+
+use super::{DbTime, Flat, IngestBatch, IngestOutcome, RegistryRow, Result};
+
+pub(super) async fn registry(pool: &PgPool, device_ids: &[&str]) -> Result<Vec<RegistryRow>> {
+    Ok(sqlx::query_as(
+        "SELECT d.device_id, b.patient_id, b.valid_from, b.valid_to
+         FROM devices d LEFT JOIN device_bindings b ON b.device_id = d.device_id
+         WHERE d.device_id = ANY($1)",
+    )
+    .bind(device_ids)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(super) async fn ingest(pool: &PgPool, batch: &IngestBatch<'_>) -> Result<IngestOutcome> {
+    let (flat, mut outcome) = Flat::new(batch);
+    let mut tx = pool.begin().await?;
+
+    if !flat.observations.is_empty() {
+        let rows = &flat.observations;
+        let inserted: Vec<(String, String, DbTime)> = sqlx::query_as(
+            "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                  $5::float8[], $6::text[], $7::timestamptz[])
+             ON CONFLICT DO NOTHING
+             RETURNING device_id, metric, time",
+        )
+        .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.patient).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.device).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.value).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.metric.unit()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.received).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let keys = rows
+            .iter()
+            .map(|r| ((r.device, r.metric.as_str(), r.time), (r.msg, r.rec)));
+        let returned = inserted
+            .iter()
+            .map(|(d, m, t)| (d.as_str(), m.as_str(), *t));
+        mark_new(keys, returned, &mut outcome);
+    }
+
+    if !flat.events.is_empty() {
+        let rows = &flat.events;
+        let inserted: Vec<(String, String, DbTime, Option<String>)> = sqlx::query_as(
+            "INSERT INTO events (time, patient_id, device_id, kind, text, received_at)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                  $5::text[], $6::timestamptz[])
+             ON CONFLICT DO NOTHING
+             RETURNING device_id, kind, time, text",
+        )
+        .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.patient).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.device).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.received).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let keys = rows.iter().map(|r| {
+            (
+                (r.device, r.kind.as_str(), r.time, r.text.unwrap_or("")),
+                (r.msg, r.rec),
+            )
+        });
+        let returned = inserted
+            .iter()
+            .map(|(d, k, t, x)| (d.as_str(), k.as_str(), *t, x.as_deref().unwrap_or("")));
+        mark_new(keys, returned, &mut outcome);
+    }
+
+    if !flat.status.is_empty() {
+        let rows = &flat.status;
+        let inserted: Vec<(String, String, DbTime)> = sqlx::query_as(
+            "INSERT INTO status_reports (time, device_id, patient_id, field, value_num, value_text, received_at)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                  $5::float8[], $6::text[], $7::timestamptz[])
+             ON CONFLICT DO NOTHING
+             RETURNING device_id, field, time",
+        )
+        .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.device).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.patient).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.field).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.number).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.received).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let keys = rows
+            .iter()
+            .map(|r| ((r.device, r.field, r.time), (r.msg, r.rec)));
+        let returned = inserted
+            .iter()
+            .map(|(d, f, t)| (d.as_str(), f.as_str(), *t));
+        mark_new(keys, returned, &mut outcome);
+    }
+
+    if !flat.devices.is_empty() {
+        let d = &flat.devices;
+        sqlx::query(
+            "UPDATE devices AS d SET
+                 last_seen_at = GREATEST(d.last_seen_at, u.seen),
+                 battery_pct = coalesce(u.batt, d.battery_pct),
+                 connection = coalesce(u.conn, d.connection),
+                 firmware = coalesce(u.fw, d.firmware),
+                 heartbeat_s = coalesce(u.hb, d.heartbeat_s)
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::text[], $5::text[], $6::float8[])
+                  AS u(device_id, seen, batt, conn, fw, hb)
+             WHERE d.device_id = u.device_id",
+        )
+        .bind(d.iter().map(|t| t.device).collect::<Vec<_>>())
+        .bind(d.iter().map(|t| t.seen).collect::<Vec<_>>())
+        .bind(d.iter().map(|t| t.update.battery_pct).collect::<Vec<_>>())
+        .bind(d.iter().map(|t| t.update.connection.as_deref()).collect::<Vec<_>>())
+        .bind(d.iter().map(|t| t.update.firmware.as_deref()).collect::<Vec<_>>())
+        .bind(d.iter().map(|t| t.update.heartbeat_s).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    for q in &batch.quarantined {
+        sqlx::query(
+            "INSERT INTO quarantine (received_at, device_id, topic, reason, reference, first_time, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(DbTime(q.message.received_at))
+        .bind(q.message.device.as_str())
+        .bind(&q.topic)
+        .bind(q.reason.as_str())
+        .bind(&q.message.reference)
+        .bind(q.message.content.first_time().map(DbTime))
+        .bind(q.message.payload.as_ref())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Marks as new the first row of each key that the insert returned; later
+/// rows with the same key (duplicates within the batch) stay not new.
+fn mark_new<'a, K>(
+    keys: impl Iterator<Item = (K, (usize, usize))>,
+    returned: impl Iterator<Item = K>,
+    outcome: &mut IngestOutcome,
+) where
+    K: std::hash::Hash + Eq + 'a,
+{
+    let mut first: HashMap<K, (usize, usize)> = HashMap::new();
+    for (key, at) in keys {
+        first.entry(key).or_insert(at);
+    }
+    for key in returned {
+        if let Some((msg, rec)) = first.remove(&key) {
+            outcome.new[msg][rec] = true;
+        }
+    }
+}
+
+pub(super) async fn ensure_partitions(pool: &PgPool) -> Result<()> {
+    let (created,): (i32,) = sqlx::query_as("SELECT vaka_ensure_observation_partitions(13, 3)")
+        .fetch_one(pool)
+        .await?;
+    if created > 0 {
+        tracing::info!(created, "created monthly observation partitions");
+    }
+    Ok(())
+}
+
+pub(super) async fn observations_layout(pool: &PgPool) -> Result<&'static str> {
+    let (timescale,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
+            .fetch_one(pool)
+            .await?;
+    if timescale {
+        // The view exists only with the extension, so ask in a second query.
+        let (hyper,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                            WHERE hypertable_name = 'observations' AND hypertable_schema = current_schema())",
+        )
+        .fetch_one(pool)
+        .await?;
+        if hyper {
+            return Ok("hypertable");
+        }
+    }
+    let (partitioned,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
+                        WHERE c.relname = 'observations' AND c.relnamespace = current_schema()::regnamespace)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(if partitioned { "partitioned" } else { "table" })
+}
