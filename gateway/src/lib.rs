@@ -89,7 +89,7 @@ pub struct GatewayHandle {
 }
 
 impl GatewayHandle {
-    /// Whether the broker connection is up now.
+    /// Whether the broker connection is up and the subscriptions stand.
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()
     }

@@ -145,7 +145,6 @@ impl PollLoop {
                         "connected to the MQTT broker"
                     );
                     backoff = Duration::from_millis(100);
-                    self.set_connected(true);
                     // Subscribing again is harmless with a present session and
                     // necessary when the broker lost it.
                     let filters = Channel::INBOUND.map(|c| {
@@ -180,6 +179,9 @@ impl PollLoop {
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
                     debug!(?ack.return_codes, "subscribed");
+                    // Ready only now: before the subscription stands, a
+                    // broker without our session would not keep messages.
+                    self.set_connected(true);
                 }
                 Ok(Event::Incoming(Incoming::Disconnect)) => {
                     warn!("the broker disconnected us");

@@ -1,1 +1,314 @@
-fn main() {}
+//! `vaka`: the operator's binary.
+//!
+//! Exit codes: 0 on a clean stop, 1 when the hub fails at run time (for
+//! example the database cannot be reached at start), 2 on bad usage or
+//! configuration (clap's convention).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vaka_gateway::validate::Limits;
+use vaka_gateway::{BatchConfig, MqttConfig, TopicRoot, UnixMillis};
+use vaka_hub::store::Store;
+use vaka_hub::{HubConfig, demo};
+
+/// vaka: remote patient monitoring hub.
+///
+/// Home devices (scales, blood pressure cuffs, fetal heart monitors,
+/// medicine dispensers, fall sensors) publish SenML over MQTT; vaka stores
+/// every reading durably, evaluates per-patient alert rules, and shows the
+/// nurse who needs a call, worst first.
+#[derive(Parser)]
+#[command(name = "vaka", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "vaka_hub=debug".
+    #[arg(
+        long,
+        env = "VAKA_LOG",
+        default_value = "info,rumqttd=warn",
+        global = true
+    )]
+    log: String,
+
+    /// Log format.
+    #[arg(long, env = "VAKA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: MQTT gateway, rules engine, HTTP API and websocket.
+    Serve(ServeArgs),
+    /// Run a self-contained demo: embedded MQTT broker, SQLite and about
+    /// 50 simulated patients. Needs no services installed.
+    Demo(DemoArgs),
+    /// Create or upgrade the database schema, then exit. Safe to repeat.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Args)]
+struct DatabaseArgs {
+    /// Database: postgres://user@host/db or sqlite://path/to/file.db
+    #[arg(long, env = "VAKA_DATABASE_URL")]
+    database_url: String,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    /// MQTT broker: mqtt://[user:password@]host[:port]
+    #[arg(long, env = "VAKA_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    mqtt_url: String,
+
+    /// MQTT client id of the gateway. Keep it fixed: the broker holds the
+    /// gateway's persistent session (unacknowledged messages) under it.
+    #[arg(long, env = "VAKA_MQTT_CLIENT_ID", default_value = "vaka-gateway")]
+    mqtt_client_id: String,
+
+    /// In-flight window for QoS 1; match the broker's max_inflight_messages.
+    #[arg(long, env = "VAKA_MQTT_INFLIGHT", default_value_t = 100)]
+    mqtt_inflight: u16,
+
+    /// Address for the HTTP API, websocket and dashboard (port 0: any free port).
+    #[arg(
+        long = "http",
+        env = "VAKA_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    http: SocketAddr,
+
+    /// MQTT topic root; devices publish under {root}/d/{device}/…
+    #[arg(long, env = "VAKA_TOPIC_ROOT", default_value = "vaka/v1")]
+    topic_root: String,
+
+    /// Bearer token that protects the API (until staff logins exist).
+    #[arg(long, env = "VAKA_API_TOKEN", hide_env_values = true)]
+    api_token: String,
+
+    /// How long to collect messages into one commit, in milliseconds.
+    #[arg(long, env = "VAKA_BATCH_WAIT_MS", default_value_t = 5)]
+    batch_wait_ms: u64,
+
+    /// Most messages in one commit.
+    #[arg(long, env = "VAKA_BATCH_MAX", default_value_t = 1000)]
+    batch_max: usize,
+
+    /// Readings older than this are refused (too_old).
+    #[arg(long, env = "VAKA_MAX_READING_AGE_DAYS", default_value_t = 365)]
+    max_reading_age_days: i64,
+
+    /// Do not apply database migrations at start.
+    #[arg(long, env = "VAKA_NO_MIGRATE")]
+    no_migrate: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Address for the dashboard and API (another free port if taken).
+    #[arg(
+        long = "http",
+        env = "VAKA_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    http: SocketAddr,
+
+    /// Number of simulated patients.
+    #[arg(long, default_value_t = 50)]
+    patients: usize,
+
+    /// Seed of the simulation (same seed, same patients and readings).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+
+    /// Days of history the simulated devices upload at start.
+    #[arg(long, default_value_t = 14)]
+    history_days: u32,
+
+    /// Database (default: a new SQLite file in a temporary directory).
+    #[arg(long, env = "VAKA_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log, cli.log_format) {
+        eprintln!("vaka: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vaka: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => run_demo(args).await,
+            Command::Migrate(args) => migrate(args).await,
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("vaka: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("vaka: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Usage(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Cancelled on Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        t.cancel();
+    });
+    token
+}
+
+async fn connect(url: &str) -> Result<Store, Failure> {
+    match Store::connect(url).await {
+        Ok(s) => Ok(s),
+        Err(e @ vaka_hub::store::StoreError::Url(_)) => Err(Failure::Usage(e.into())),
+        Err(e) => Err(Failure::Runtime(
+            anyhow::Error::new(e).context("cannot connect to the database"),
+        )),
+    }
+}
+
+async fn migrate(args: DatabaseArgs) -> Result<(), Failure> {
+    let store = connect(&args.database_url).await?;
+    store.migrate().await.context("migration failed")?;
+    let layout = store
+        .observations_layout()
+        .await
+        .context("cannot inspect the schema")?;
+    println!(
+        "vaka: schema is up to date ({}; observations: {layout})",
+        store.backend()
+    );
+    store.close().await;
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let topic_root = TopicRoot::new(&args.topic_root).map_err(|e| Failure::Usage(e.into()))?;
+    vaka_gateway::BrokerAddress::parse(&args.mqtt_url).map_err(|e| Failure::Usage(e.into()))?;
+    if args.api_token.len() < 16 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--api-token must be at least 16 characters"
+        )));
+    }
+    if args.max_reading_age_days < 1 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--max-reading-age-days must be at least 1"
+        )));
+    }
+    let store = connect(&args.database.database_url).await?;
+    if !args.no_migrate {
+        store.migrate().await.context("migration failed")?;
+    }
+    let listener = TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http))?;
+    let addr = listener.local_addr().context("no local address")?;
+    // One line on stdout that scripts can read (the port, when it was 0).
+    println!("vaka: listening on http://{addr}");
+    let mut mqtt = MqttConfig::new(args.mqtt_url, args.mqtt_client_id);
+    mqtt.inflight = args.mqtt_inflight;
+    let limits = Limits {
+        max_age_ms: args.max_reading_age_days * UnixMillis::DAY,
+        ..Limits::default()
+    };
+    let config = HubConfig {
+        mqtt,
+        topic_root,
+        api_token: args.api_token,
+        limits,
+        batch: BatchConfig {
+            max_messages: args.batch_max.max(1),
+            max_wait: Duration::from_millis(args.batch_wait_ms),
+        },
+    };
+    vaka_hub::run(config, store, listener, shutdown_on_signal())
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))
+}
+
+async fn run_demo(args: DemoArgs) -> Result<(), Failure> {
+    let options = demo::DemoOptions {
+        http: args.http,
+        patients: args.patients,
+        seed: args.seed,
+        history_days: args.history_days,
+        database_url: args.database_url,
+    };
+    demo::run(options, shutdown_on_signal())
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))
+}

@@ -235,3 +235,16 @@ END
 $fn$;
 
 SELECT vaka_ensure_observation_partitions(13, 3);
+
+-- Who viewed or changed which patient's data, when, from where (PDL).
+CREATE TABLE audit_log (
+    audit_id    BIGSERIAL PRIMARY KEY,
+    at          TIMESTAMPTZ NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    patient_id  TEXT,
+    detail      TEXT,
+    source      TEXT
+);
+CREATE INDEX audit_log_patient ON audit_log (patient_id, at);
+CREATE INDEX audit_log_at ON audit_log (at);

@@ -134,3 +134,16 @@ CREATE TABLE alert_history (
     note        TEXT
 );
 CREATE INDEX alert_history_alert ON alert_history (alert_id, at);
+
+-- Who viewed or changed which patient's data, when, from where (PDL).
+CREATE TABLE audit_log (
+    audit_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    patient_id  TEXT,
+    detail      TEXT,
+    source      TEXT
+);
+CREATE INDEX audit_log_patient ON audit_log (patient_id, at);
+CREATE INDEX audit_log_at ON audit_log (at);

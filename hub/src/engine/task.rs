@@ -1,1 +1,428 @@
+//! The engine task: the one owner of the engine and the alert book.
+//!
+//! It receives what the ingest committed, evaluates it, stores each alert
+//! change (retrying while the database is away: a change is never dropped),
+//! broadcasts it to the websocket clients, and sends device commands. The
+//! nurses' actions come in on the same channel, so every change to an alert
+//! is made by this one task, in order.
+//!
+//! On start it rebuilds: the latest alert of every patient + rule from the
+//! store, then the recent readings and events through the rules. Findings
+//! already filed are recognised (see `alerts`), and any that a crash lost
+//! between committing a reading and storing its alert are raised now.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use vaka_gateway::model::{Content, Event, Metric, Observation};
+use vaka_gateway::{DeviceId, GatewayHandle, UnixMillis};
+
+use super::Engine;
+use super::clock::Clock;
+use super::rules::{Decision, Evidence, Finding, RuleId, local_day_hhmm};
+use crate::alerts::{ActionError, Alert, AlertBook, Change};
+use crate::metrics::Metrics;
+use crate::store::{PatientEvent, PatientObservation, Store, StoreError};
+
+/// How far back the windows are rebuilt on start.
+const REBUILD_OBSERVATIONS_MS: i64 = 8 * UnixMillis::DAY;
+const REBUILD_EVENTS_MS: i64 = UnixMillis::DAY;
+
+/// The new records of one committed message.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub patient_id: String,
+    pub device_id: String,
+    pub arrived: UnixMillis,
+    pub content: Content,
+}
+
+/// A nurse's action on an alert.
+#[derive(Debug, Clone)]
+pub enum AlertAction {
+    Acknowledge {
+        alert_id: i64,
+        actor: String,
+    },
+    Resolve {
+        alert_id: i64,
+        actor: String,
+        outcome: String,
+        note: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionFailure {
+    #[error(transparent)]
+    Rejected(#[from] ActionError),
+    #[error("the alert could not be stored: {0}")]
+    Store(#[from] StoreError),
+}
+
+pub enum EngineMsg {
+    Ingested(Vec<Ingested>),
+    /// A fall or help call from a device bound to nobody.
+    UnboundAlarm {
+        device_id: String,
+        events: Vec<Event>,
+    },
+    /// A patient was created or changed.
+    Patient {
+        patient_id: String,
+        timezone: String,
+    },
+    Act {
+        action: AlertAction,
+        reply: oneshot::Sender<Result<Alert, ActionFailure>>,
+    },
+}
+
+/// A JSON frame for websocket clients.
+pub type Broadcast = broadcast::Sender<Arc<str>>;
+
+pub fn alert_frame(alert: &Alert) -> Arc<str> {
+    serde_json::json!({"type": "alert", "alert": alert})
+        .to_string()
+        .into()
+}
+
+pub struct EngineTask {
+    engine: Engine,
+    book: AlertBook,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    rx: mpsc::Receiver<EngineMsg>,
+    broadcast: Broadcast,
+    gateway: Option<GatewayHandle>,
+    metrics: Metrics,
+}
+
+fn parse_tz(tz: &str) -> chrono_tz::Tz {
+    tz.parse().unwrap_or(chrono_tz::Europe::Stockholm)
+}
+
+impl EngineTask {
+    /// Loads patients and alerts and replays recent data through the rules.
+    pub async fn start(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        rx: mpsc::Receiver<EngineMsg>,
+        broadcast: Broadcast,
+        gateway: Option<GatewayHandle>,
+        metrics: Metrics,
+    ) -> Result<EngineTask, StoreError> {
+        let book = AlertBook::load(store.latest_alerts().await?);
+        let mut task = EngineTask {
+            engine: Engine::new(),
+            book,
+            store,
+            clock,
+            rx,
+            broadcast,
+            gateway,
+            metrics,
+        };
+        for p in task.store.patients().await? {
+            task.engine
+                .add_patient(&p.patient_id, parse_tz(&p.timezone));
+        }
+        task.rebuild().await?;
+        task.metrics
+            .engine
+            .patients
+            .set(task.engine.patient_count() as i64);
+        Ok(task)
+    }
+
+    async fn rebuild(&mut self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let observations = self
+            .store
+            .observations_since(
+                UnixMillis(now.0 - REBUILD_OBSERVATIONS_MS),
+                &[Metric::Weight, Metric::Sys, Metric::Dia],
+            )
+            .await?;
+        let events = self
+            .store
+            .events_since(UnixMillis(now.0 - REBUILD_EVENTS_MS))
+            .await?;
+        let messages = replay_messages(observations, events);
+        let n = messages.len();
+        let before = self.book.active().count();
+        let mut out = Vec::new();
+        for m in &messages {
+            self.engine.ingest(
+                &m.patient_id,
+                &m.device_id,
+                &m.content,
+                now,
+                &self.book,
+                &mut out,
+            );
+            self.apply(std::mem::take(&mut out), now, false).await;
+        }
+        self.engine.tick(now, &self.book, &mut out);
+        self.apply(out, now, false).await;
+        info!(
+            messages = n,
+            patients = self.engine.patient_count(),
+            active_alerts = self.book.active().count(),
+            raised_on_rebuild = self.book.active().count().saturating_sub(before),
+            "rebuilt the engine from the store"
+        );
+        Ok(())
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let now = self.clock.now();
+            let sleep = match self.engine.next_deadline() {
+                Some(d) => Duration::from_millis(d.millis_since(now).clamp(0, 60_000) as u64),
+                None => Duration::from_secs(60),
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            let now = self.clock.now();
+            let mut out = Vec::new();
+            self.engine.tick(now, &self.book, &mut out);
+            self.apply(out, now, true).await;
+        }
+        // What the intake committed before it stopped is still evaluated.
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle(msg).await;
+        }
+        info!("engine stopped");
+    }
+
+    async fn handle(&mut self, msg: EngineMsg) {
+        let now = self.clock.now();
+        match msg {
+            EngineMsg::Ingested(messages) => {
+                for m in messages {
+                    if !self.engine.has_patient(&m.patient_id) {
+                        self.learn_patient(&m.patient_id).await;
+                    }
+                    let mut out = Vec::new();
+                    self.engine.ingest(
+                        &m.patient_id,
+                        &m.device_id,
+                        &m.content,
+                        m.arrived,
+                        &self.book,
+                        &mut out,
+                    );
+                    self.apply(out, now, true).await;
+                }
+            }
+            EngineMsg::UnboundAlarm { device_id, events } => {
+                let out = events
+                    .iter()
+                    .filter(|e| e.kind.is_alarm())
+                    .map(|e| Decision::Raise(unbound_alarm(&device_id, e)))
+                    .collect();
+                self.apply(out, now, true).await;
+            }
+            EngineMsg::Patient {
+                patient_id,
+                timezone,
+            } => {
+                self.engine.add_patient(&patient_id, parse_tz(&timezone));
+                self.metrics
+                    .engine
+                    .patients
+                    .set(self.engine.patient_count() as i64);
+            }
+            EngineMsg::Act { action, reply } => {
+                let result = self.act(action, now).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn learn_patient(&mut self, patient_id: &str) {
+        let tz = match self.store.patient(patient_id).await {
+            Ok(Some(p)) => parse_tz(&p.timezone),
+            Ok(None) => chrono_tz::Europe::Stockholm,
+            Err(e) => {
+                warn!(error = %e, "could not read the patient's time zone; using Europe/Stockholm");
+                chrono_tz::Europe::Stockholm
+            }
+        };
+        self.engine.add_patient(patient_id, tz);
+        self.metrics
+            .engine
+            .patients
+            .set(self.engine.patient_count() as i64);
+    }
+
+    async fn act(&mut self, action: AlertAction, now: UnixMillis) -> Result<Alert, ActionFailure> {
+        let change = match &action {
+            AlertAction::Acknowledge { alert_id, actor } => {
+                self.book.acknowledge(*alert_id, actor, now)?
+            }
+            AlertAction::Resolve {
+                alert_id,
+                actor,
+                outcome,
+                note,
+            } => self
+                .book
+                .resolve(*alert_id, actor, outcome, note.as_deref(), now)?,
+        };
+        let alert = change.alert.clone();
+        self.persist(change).await;
+        Ok(alert)
+    }
+
+    /// Applies decisions: alert changes are stored and broadcast; commands
+    /// are sent only when `live` (never while rebuilding).
+    async fn apply(&mut self, decisions: Vec<Decision>, now: UnixMillis, live: bool) {
+        for d in decisions {
+            if let Decision::Command { device_id, json } = &d {
+                if live {
+                    self.send_command(device_id, json);
+                }
+                continue;
+            }
+            if let Some(change) = self.book.apply(&d, now) {
+                if change.transition.action == "opened" {
+                    self.metrics.opened(change.alert.rule.as_str());
+                }
+                self.persist(change).await;
+            }
+        }
+    }
+
+    fn send_command(&self, device_id: &str, json: &str) {
+        let (Some(gateway), Some(device)) = (&self.gateway, DeviceId::parse(device_id)) else {
+            return;
+        };
+        if gateway.send_command(&device, json.as_bytes().to_vec()) {
+            self.metrics.engine.commands_sent.inc();
+        }
+    }
+
+    /// Stores a change, retrying until the store takes it, then broadcasts.
+    async fn persist(&mut self, change: Change) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.store.save_alert_change(&change).await {
+                Ok(id) => {
+                    let mut alert = change.alert;
+                    if alert.alert_id.is_none() {
+                        self.book.set_id(&alert, id);
+                        alert.alert_id = Some(id);
+                    }
+                    self.metrics.engine.alert_changes.inc();
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.broadcast.send(alert_frame(&alert));
+                    return;
+                }
+                Err(StoreError::Conflict(what)) => {
+                    error!(%what, rule = %change.alert.rule, "another writer holds this alert; not stored");
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.engine.alert_store_failures.inc();
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not store an alert change; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// The administrators' alarm for a fall or help call from an unbound device.
+fn unbound_alarm(device_id: &str, e: &Event) -> Finding {
+    let what = if e.kind == vaka_gateway::model::EventKind::Fall {
+        "fall"
+    } else {
+        "larmknapp"
+    };
+    Finding {
+        rule: RuleId::UnboundDeviceAlarm,
+        patient_id: None,
+        device_id: Some(device_id.to_owned()),
+        confirmed: None,
+        explanation: format!(
+            "Larm ({what}) från enheten {device_id}, som inte är kopplad till någon patient, {}. \
+             Någon kan behöva hjälp: ta reda på vem som har enheten och koppla den.",
+            local_day_hhmm(e.time, chrono_tz::Europe::Stockholm)
+        ),
+        threshold: "larm från okopplad enhet".into(),
+        evidence: vec![Evidence::event(device_id, e)],
+        first_reading_at: e.time,
+        last_reading_at: e.time,
+    }
+}
+
+/// Groups stored rows back into messages (same patient, device and time),
+/// in data-time order, the way they would have arrived.
+fn replay_messages(
+    observations: Vec<PatientObservation>,
+    events: Vec<PatientEvent>,
+) -> Vec<Ingested> {
+    let mut out: Vec<(UnixMillis, Ingested)> = Vec::new();
+    let mut last: Option<(UnixMillis, String, String)> = None;
+    for o in observations {
+        let key = (o.time, o.patient_id, o.device_id);
+        let obs = Observation {
+            time: o.time,
+            metric: o.metric,
+            value: o.value,
+        };
+        if last.as_ref() == Some(&key)
+            && let Some((
+                _,
+                Ingested {
+                    content: Content::Observations(v),
+                    ..
+                },
+            )) = out.last_mut()
+        {
+            v.push(obs);
+            continue;
+        }
+        out.push((
+            key.0,
+            Ingested {
+                patient_id: key.1.clone(),
+                device_id: key.2.clone(),
+                arrived: key.0,
+                content: Content::Observations(vec![obs]),
+            },
+        ));
+        last = Some(key);
+    }
+    for e in events {
+        out.push((
+            e.time,
+            Ingested {
+                patient_id: e.patient_id,
+                device_id: e.device_id,
+                arrived: e.time,
+                content: Content::Events(vec![Event {
+                    time: e.time,
+                    kind: e.kind,
+                    text: e.text,
+                }]),
+            },
+        ));
+    }
+    // Stable: observations of the same instant keep their grouping.
+    out.sort_by_key(|(t, _)| *t);
+    out.into_iter().map(|(_, m)| m).collect()
+}

@@ -11,7 +11,7 @@ mod pg;
 mod sqlite;
 mod time;
 
-pub use alerts::{AlertHistoryRow, AlertRow};
+pub use alerts::{AlertHistoryRow, AlertQuery, AlertRow};
 pub use time::DbTime;
 
 use std::str::FromStr;
@@ -776,5 +776,48 @@ impl DeviceUpdate {
         if later.heartbeat_s.is_some() {
             self.heartbeat_s = later.heartbeat_s;
         }
+    }
+}
+
+// ------------------------------------------------------------------- audit
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct AuditEntry {
+    pub at: DbTime,
+    pub actor: String,
+    pub action: String,
+    pub patient_id: Option<String>,
+    pub detail: Option<String>,
+    pub source: Option<String>,
+}
+
+impl Store {
+    pub async fn audit(&self, e: &AuditEntry) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, patient_id, detail, source)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.patient_id)
+        .bind(&e.detail)
+        .bind(&e.source)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, patient_id: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+            "SELECT at, actor, action, patient_id, detail, source FROM audit_log
+             WHERE ($1 IS NULL OR patient_id = $1) ORDER BY at DESC, audit_id DESC LIMIT $2",
+        )
+        .bind(patient_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
     }
 }

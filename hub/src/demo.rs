@@ -1,0 +1,221 @@
+//! `vaka demo`: the whole system on one machine with nothing installed: an
+//! embedded MQTT broker (rumqttd) on a free port, a fresh SQLite database,
+//! the hub, and the device simulator with about 50 patients.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vaka_gateway::{MqttConfig, TopicRoot, UnixMillis};
+
+use crate::store::{NewPatient, Store, StoreError};
+use crate::{HubConfig, HubError};
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub http: SocketAddr,
+    pub patients: usize,
+    pub seed: u64,
+    pub history_days: u32,
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error("embedded MQTT broker: {0}")]
+    Broker(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+const TOPIC_ROOT: &str = "vaka/v1";
+
+pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
+    let database_url = match &options.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let dir = demo_dir()?;
+            format!("sqlite://{}", dir.join("vaka-demo.db").display())
+        }
+    };
+    let store = Store::connect(&database_url).await?;
+    store.migrate().await?;
+
+    let mqtt_port = free_port()?;
+    start_broker(mqtt_port)?;
+
+    let roster = vaka_sim::roster(options.seed, options.patients);
+    register(&store, &roster).await?;
+
+    let listener = match TcpListener::bind(options.http).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, addr = %options.http, "address taken; using a free port");
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?
+        }
+    };
+    let http = listener.local_addr()?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let devices: usize = roster.patients.iter().map(|p| p.devices.len()).sum();
+    println!();
+    println!("  vaka demo is running");
+    println!();
+    println!("  Open:      http://{http}/#token={token}");
+    println!("  API token: {token}   (Authorization: Bearer …)");
+    println!(
+        "  Patients:  {}  ({devices} simulated devices)",
+        roster.patients.len()
+    );
+    println!("  MQTT:      mqtt://127.0.0.1:{mqtt_port}  (topic root {TOPIC_ROOT})");
+    println!("  Database:  {database_url}");
+    println!();
+    println!("  Press Ctrl-C to stop.");
+    println!();
+
+    let topic_root = TopicRoot::new(TOPIC_ROOT)?;
+    let mqtt_url = format!("mqtt://127.0.0.1:{mqtt_port}");
+    let config = HubConfig {
+        mqtt: MqttConfig::new(mqtt_url.clone(), "vaka-demo-gateway"),
+        topic_root,
+        api_token: token,
+        limits: Default::default(),
+        batch: Default::default(),
+    };
+    let hub = tokio::spawn(crate::run(config, store, listener, shutdown.clone()));
+    wait_until_ready(http).await?;
+
+    let sim_stop = shutdown.child_token();
+    let sim_config = vaka_sim::SimConfig {
+        mqtt_url,
+        topic_root: TOPIC_ROOT.into(),
+        seed: options.seed,
+        history_days: options.history_days,
+        client_prefix: "vaka-demo".into(),
+    };
+    let sim = tokio::spawn(async move { vaka_sim::run(&roster, sim_config, sim_stop).await });
+
+    let result = hub.await;
+    shutdown.cancel();
+    match sim.await {
+        Ok(Ok(report)) => info!(published = report.published, "simulator stopped"),
+        Ok(Err(e)) => warn!(error = %e, "the simulator failed"),
+        Err(e) => warn!(error = %e, "the simulator task failed"),
+    }
+    match result {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(DemoError::Io(std::io::Error::other(e))),
+    }
+}
+
+impl From<vaka_gateway::Error> for DemoError {
+    fn from(e: vaka_gateway::Error) -> Self {
+        DemoError::Hub(HubError::Gateway(e))
+    }
+}
+
+/// A new directory for this demo's database.
+fn demo_dir() -> std::io::Result<PathBuf> {
+    let stamp = UnixMillis::now().0;
+    let dir = std::env::temp_dir().join(format!("vaka-demo-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(StdListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Starts rumqttd on its own thread (it runs its own runtimes and blocks).
+fn start_broker(port: u16) -> Result<(), DemoError> {
+    use std::collections::HashMap;
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: 1024 * 1024,
+        max_inflight_count: 1000,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "demo".into(),
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = rumqttd::Config {
+        router: rumqttd::RouterConfig {
+            max_connections: 10_000,
+            max_outgoing_packet_count: 1000,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("demo".to_owned(), server)])),
+        ..Default::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "the embedded MQTT broker stopped");
+            }
+        })
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    Ok(())
+}
+
+/// Waits until `/readyz` says the database and the broker are connected,
+/// so the simulator's first messages find the gateway subscribed.
+async fn wait_until_ready(http: SocketAddr) -> Result<(), DemoError> {
+    let url = format!("http://{http}/readyz");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(&url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(DemoError::Broker(
+        "the hub did not connect to the embedded broker within 10 s".into(),
+    ))
+}
+
+/// Registers the simulated patients and devices (idempotent).
+async fn register(store: &Store, roster: &vaka_sim::Roster) -> Result<(), StoreError> {
+    let now = UnixMillis::now();
+    for p in &roster.patients {
+        let patient = NewPatient {
+            patient_id: p.id.clone(),
+            display_name: p.name.clone(),
+            timezone: p.timezone.clone(),
+            program: Some(p.program.as_str().to_owned()),
+        };
+        match store.create_patient(&patient, now).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        for d in &p.devices {
+            match store.register_device(&d.id, d.kind, now).await {
+                Ok(_) => {
+                    store.bind_device(&d.id, &p.id, None, now).await?;
+                }
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Alerts: list, show with history, acknowledge, resolve. Actions go to the
+//! engine task, the one owner of alert state, and come back once stored.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, AppJson, AppQuery};
+use crate::alerts::Alert;
+use crate::engine::task::{AlertAction, EngineMsg};
+use crate::store::{AlertHistoryRow, AlertQuery};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/alerts", get(list))
+        .route("/api/v1/alerts/{id}", get(show))
+        .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alerts/{id}/resolve", post(resolve))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    /// `active` (default) or `all`.
+    state: Option<String>,
+    patient: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    AppQuery(p): AppQuery<ListParams>,
+) -> Result<AppJson<Vec<Alert>>, ApiError> {
+    let active_only = match p.state.as_deref() {
+        None | Some("active") => true,
+        Some("all") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be active or all, not {other:?}"
+            )));
+        }
+    };
+    let alerts = state
+        .store
+        .alerts(&AlertQuery {
+            active_only,
+            patient_id: p.patient.as_deref(),
+            limit: p.limit.unwrap_or(500).clamp(1, 10_000),
+        })
+        .await?;
+    state
+        .audit(
+            &caller,
+            "alerts.view",
+            p.patient.as_deref(),
+            Some(format!("{} alerts", alerts.len())),
+        )
+        .await?;
+    Ok(AppJson(alerts))
+}
+
+#[derive(Debug, Serialize)]
+struct AlertWithHistory {
+    alert: Alert,
+    history: Vec<AlertHistoryRow>,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<AppJson<AlertWithHistory>, ApiError> {
+    let alert = state
+        .store
+        .alert(id)
+        .await?
+        .ok_or(ApiError::NotFound("alert"))?;
+    let history = state.store.alert_history(id).await?;
+    state
+        .audit(
+            &caller,
+            "alert.view",
+            alert.patient_id.as_deref(),
+            Some(format!("alert {id}")),
+        )
+        .await?;
+    Ok(AppJson(AlertWithHistory { alert, history }))
+}
+
+async fn act(state: &AppState, action: AlertAction) -> Result<Alert, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    state
+        .engine
+        .send(EngineMsg::Act { action, reply })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(rx.await.map_err(|_| ApiError::Unavailable)??)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Acknowledge {
+    /// Who acknowledges (until staff logins exist); default "api-token".
+    by: Option<String>,
+}
+
+fn actor(caller: &Caller, by: Option<String>) -> String {
+    by.filter(|b| !b.trim().is_empty() && b.len() <= 100)
+        .unwrap_or_else(|| caller.actor.clone())
+}
+
+async fn acknowledge(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<AppJson<Alert>, ApiError> {
+    // The body is optional: empty, or {"by": "…"}.
+    let by = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<Acknowledge>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+            .by
+    };
+    let alert = act(
+        &state,
+        AlertAction::Acknowledge {
+            alert_id: id,
+            actor: actor(&caller, by),
+        },
+    )
+    .await?;
+    state
+        .audit(
+            &caller,
+            "alert.acknowledge",
+            alert.patient_id.as_deref(),
+            Some(format!("alert {id}")),
+        )
+        .await?;
+    Ok(AppJson(alert))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolve {
+    /// e.g. called_patient, home_visit, medication_changed, no_action, false_alarm
+    outcome: String,
+    note: Option<String>,
+    by: Option<String>,
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    AppJson(body): AppJson<Resolve>,
+) -> Result<AppJson<Alert>, ApiError> {
+    if body.note.as_ref().is_some_and(|n| n.len() > 4000) {
+        return Err(ApiError::BadRequest(
+            "note must be at most 4000 bytes".into(),
+        ));
+    }
+    let alert = act(
+        &state,
+        AlertAction::Resolve {
+            alert_id: id,
+            actor: actor(&caller, body.by),
+            outcome: body.outcome,
+            note: body.note,
+        },
+    )
+    .await?;
+    state
+        .audit(
+            &caller,
+            "alert.resolve",
+            alert.patient_id.as_deref(),
+            Some(format!("alert {id}")),
+        )
+        .await?;
+    Ok(AppJson(alert))
+}

@@ -1,0 +1,123 @@
+//! The HTTP API (`/api/v1`), the websocket, health and metrics.
+//!
+//! Each resource has its own module with a `router()`; they are merged
+//! once here. Handlers get the [`AppState`] and, where they touch patient
+//! data, a [`auth::Caller`], so authentication cannot be forgotten and every
+//! view of a patient's data lands in the audit log.
+
+mod alerts;
+pub mod auth;
+mod devices;
+pub mod error;
+mod health;
+mod patients;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::engine::clock::Clock;
+use crate::engine::task::{Broadcast, EngineMsg};
+use crate::store::{AuditEntry, DbTime, Store};
+use auth::Caller;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub api_token: Arc<str>,
+    pub engine: mpsc::Sender<EngineMsg>,
+    pub broadcast: Broadcast,
+    /// Whether the gateway is connected to the broker.
+    pub broker: watch::Receiver<bool>,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// Writes an audit entry. Failing to audit fails the request: a view of
+    /// patient data that cannot be logged is not given.
+    pub async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        patient_id: Option<&str>,
+        detail: Option<String>,
+    ) -> Result<(), error::ApiError> {
+        self.store
+            .audit(&AuditEntry {
+                at: DbTime(self.clock.now()),
+                actor: caller.actor.clone(),
+                action: action.to_owned(),
+                patient_id: patient_id.map(str::to_owned),
+                detail,
+                source: caller.source.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The whole application as a router (tests call it with `oneshot`).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(patients::router())
+        .merge(devices::router())
+        .merge(alerts::router())
+        .merge(ws::router())
+        .with_state(state)
+        .merge(vaka_dashboards::router())
+        // Failures are logged where they happen (ApiError), with their cause.
+        .layer(TraceLayer::new_for_http().on_failure(()))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+}
+
+/// Serves until `shutdown`, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// Parses an RFC 3339 time parameter.
+fn parse_time(name: &str, value: &str) -> Result<vaka_gateway::UnixMillis, error::ApiError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| vaka_gateway::UnixMillis(t.timestamp_millis()))
+        .map_err(|_| {
+            error::ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 time, e.g. 2026-12-01T08:00:00Z"
+            ))
+        })
+}
+
+/// Ids people and devices use: `[A-Za-z0-9_-]{1,64}`.
+fn check_id(what: &str, id: &str) -> Result<(), error::ApiError> {
+    if vaka_gateway::DeviceId::parse(id).is_some() {
+        Ok(())
+    } else {
+        Err(error::ApiError::BadRequest(format!(
+            "{what} must match [A-Za-z0-9_-]{{1,64}}"
+        )))
+    }
+}
