@@ -1,7 +1,7 @@
 //! The simulator on the wire: one MQTT client per device, as real devices
 //! are, each with its own client id, its last will, and its own poll task.
 //!
-//! A poll task ([`drive`]) only polls and reacts without waiting: on every
+//! A poll task (`DevicePoll`) only polls and reacts without waiting: on every
 //! CONNACK it subscribes to its `cmd` and `err` topics and publishes its
 //! online status with `try_*` (a poll loop must never wait on its own request
 //! channel, which only it drains); incoming commands go to the scheduler
@@ -216,6 +216,12 @@ pub async fn run_with(
     let broker = parse_broker(&config.mqtt_url)?;
     let root = TopicRoot::new(&config.topic_root)
         .map_err(|_| Error::TopicRoot(config.topic_root.clone()))?;
+    // Check every id before the first connection, so that a bad one cannot
+    // leave earlier devices connected behind an error.
+    let mut ids = Vec::new();
+    for (_, d) in roster.devices() {
+        ids.push(DeviceId::parse(&d.id).ok_or_else(|| Error::DeviceId(d.id.clone()))?);
+    }
     let roster = Arc::new(roster.clone());
     let start = UnixMillis::now();
     let tally = Arc::new(Tally::default());
@@ -227,13 +233,13 @@ pub async fn run_with(
 
     let mut links = Vec::new();
     let mut ready = Vec::new();
+    let mut ids = ids.into_iter();
     for (pi, patient) in roster.patients.iter().enumerate() {
-        for d in &patient.devices {
-            let id = DeviceId::parse(&d.id).ok_or_else(|| Error::DeviceId(d.id.clone()))?;
+        for (d, id) in patient.devices.iter().zip(ids.by_ref()) {
             let topics = Topics::new(&root, &id);
             let (client, eventloop) = connect(&broker, &config.client_prefix, &d.id, &topics);
             let (ready_tx, ready_rx) = oneshot::channel();
-            let poll = Poll {
+            let poll = DevicePoll {
                 link: links.len(),
                 device: d.id.clone(),
                 kind: d.kind,
@@ -247,7 +253,7 @@ pub async fn run_with(
                 ready: Some(ready_tx),
                 stop: stop.clone(),
             };
-            tracker.spawn(drive(eventloop, poll));
+            tracker.spawn(poll.run(eventloop));
             ready.push((d.id.clone(), ready_rx));
             links.push(Link {
                 device: d.id.clone(),
@@ -380,8 +386,8 @@ async fn wait_connected(
     }
 }
 
-/// What one poll task needs.
-struct Poll {
+/// The poll task of one device's connection.
+struct DevicePoll {
     link: usize,
     device: String,
     kind: DeviceKind,
@@ -396,46 +402,54 @@ struct Poll {
     stop: CancellationToken,
 }
 
-/// Polls one device's connection until it disconnects or is stopped.
-async fn drive(mut eventloop: EventLoop, mut p: Poll) {
-    loop {
-        let event = tokio::select! {
-            e = eventloop.poll() => e,
-            _ = p.stop.cancelled() => return,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                debug!(device = %p.device, "connected");
-                p.on_connect();
-                if let Some(ready) = p.ready.take() {
-                    let _ = ready.send(Ok(()));
+impl DevicePoll {
+    /// Polls the connection until it is closed after a DISCONNECT, or stopped.
+    async fn run(mut self, mut eventloop: EventLoop) {
+        let mut disconnecting = false;
+        loop {
+            let event = tokio::select! {
+                e = eventloop.poll() => e,
+                _ = self.stop.cancelled() => return,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    debug!(device = %self.device, "connected");
+                    self.on_connect();
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Ok(()));
+                    }
                 }
-            }
-            Ok(Event::Incoming(Packet::Publish(msg))) => p.on_publish(&msg.topic, &msg.payload),
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                p.tally.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
-            Err(e) => {
-                if let Some(ready) = p.ready.take() {
-                    // Never connected: the run reports it and gives up.
-                    let _ = ready.send(Err(e));
-                    return;
+                Ok(Event::Incoming(Packet::Publish(msg))) => {
+                    self.on_publish(&msg.topic, &msg.payload)
                 }
-                warn!(device = %p.device, error = %e, "connection lost; reconnecting");
-                // rumqttc reconnects on the next poll, at once; wait a
-                // little so a broker restart is not met with a busy loop.
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = p.stop.cancelled() => return,
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    self.tally.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                // After DISCONNECT, read on until the broker closes the
+                // connection. Closing first, with PUBACKs still unread, makes the
+                // kernel send a reset, and the broker may then lose the last
+                // messages (the offline status, the DISCONNECT itself).
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnecting = true,
+                Ok(_) => {}
+                Err(_) if disconnecting => return,
+                Err(e) => {
+                    if let Some(ready) = self.ready.take() {
+                        // Never connected: the run reports it and gives up.
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                    warn!(device = %self.device, error = %e, "connection lost; reconnecting");
+                    // rumqttc reconnects on the next poll, at once; wait a
+                    // little so a broker restart is not met with a busy loop.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
                 }
             }
         }
     }
-}
 
-impl Poll {
     /// On every (re)connection: listen for commands and rejections, say
     /// "online". Queued without waiting; on the first connection the request
     /// channel is empty, and on a reconnection a full channel only means the

@@ -25,7 +25,7 @@ use vaka_gateway::model::{DeviceKind, EventKind};
 use crate::ctg::{PACK_SAMPLES, Session, recordings};
 use crate::devices::{self, Message, Status};
 use crate::localtime::{add_days, at, date_of, day_number};
-use crate::physiology::{CtgModel, DoseEvent, FallModel};
+use crate::physiology::{BpModel, CtgModel, DoseEvent, FallModel};
 use crate::random::{Stream, gauss, stream};
 use crate::roster::{Episode, Roster, SimPatient};
 
@@ -148,7 +148,7 @@ fn tracks(
                 if live && m.crisis {
                     let t = devices::crisis_time(start);
                     let mut rng = stream(seed, Stream::Episode, 0);
-                    let bp = crate::physiology::BpModel::crisis_reading(&mut rng);
+                    let bp = BpModel::crisis_reading(&mut rng);
                     out.push(Box::new(std::iter::once((
                         t,
                         devices::blood_pressure(&dev, t, bp),
@@ -412,7 +412,13 @@ impl Iterator for FallTrack {
         let mut rng = stream(self.seed, Stream::FallSensor, self.beats);
         let rssi = (self.model.rssi_dbm + gauss(&mut rng) * 3.0).round();
         let batt = self.model.batt_after(beat_at.millis_since(self.start));
-        let fields = [Status::Batt(batt), Status::Rssi(rssi)];
+        // `hb` again: the status is retained, and whoever reads only the
+        // last one should still learn how often to expect the next.
+        let fields = [
+            Status::Batt(batt),
+            Status::Rssi(rssi),
+            Status::Hb(self.model.hb_s),
+        ];
         Some((
             beat_at,
             devices::status(&self.device, beat_at, &fields, true),

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use vaka_gateway::UnixMillis;
@@ -20,7 +21,7 @@ const BROKER: &str = "127.0.0.1";
 const PORT: u16 = 1883;
 
 /// A plain subscriber to `{root}/#` that hands every message to a channel.
-async fn subscriber(root: &str) -> anyhow::Result<(AsyncClient, Inbox)> {
+async fn subscriber(root: &str) -> anyhow::Result<(AsyncClient, Inbox, JoinHandle<()>)> {
     let mut opts = MqttOptions::new(format!("{root}-watch"), BROKER, PORT);
     opts.set_max_packet_size(64 * 1024, 64 * 1024);
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
@@ -29,8 +30,9 @@ async fn subscriber(root: &str) -> anyhow::Result<(AsyncClient, Inbox)> {
         .await?;
     let (tx, rx) = mpsc::channel(4096);
     let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut subscribed = Some(subscribed_tx);
+        let mut disconnecting = false;
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -39,14 +41,16 @@ async fn subscriber(root: &str) -> anyhow::Result<(AsyncClient, Inbox)> {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx
-                        .send((p.topic.clone(), p.payload.to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    // Never wait on the inbox: the poll loop must keep going
+                    // (and flush our own publishes) even if nobody reads.
+                    if !disconnecting {
+                        let _ = tx.try_send((p.topic.clone(), p.payload.to_vec()));
                     }
                 }
+                // Read on until the broker closes: closing a socket with
+                // unread data sends a reset, and the broker may then drop
+                // what we sent last.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnecting = true,
                 Ok(_) => {}
                 Err(_) => return,
             }
@@ -55,7 +59,7 @@ async fn subscriber(root: &str) -> anyhow::Result<(AsyncClient, Inbox)> {
     tokio::time::timeout(Duration::from_secs(5), subscribed_rx)
         .await
         .context("no SUBACK from Mosquitto at 127.0.0.1:1883 (is it running?)")??;
-    Ok((client, rx))
+    Ok((client, rx, task))
 }
 
 type Inbox = mpsc::Receiver<(String, Vec<u8>)>;
@@ -65,7 +69,7 @@ async fn every_device_speaks_and_a_cuff_answers_remeasure() -> anyhow::Result<()
     let id = uuid::Uuid::new_v4().simple().to_string();
     let root_name = format!("test-sim-{}", &id[..12]);
     let root = TopicRoot::new(&root_name)?;
-    let (watch, mut inbox) = subscriber(&root_name).await?;
+    let (watch, mut inbox, watcher) = subscriber(&root_name).await?;
 
     let r = roster(7, 3);
     let config = SimConfig {
@@ -105,7 +109,10 @@ async fn every_device_speaks_and_a_cuff_answers_remeasure() -> anyhow::Result<()
             )
             .await?;
     }
+    // disconnect() only queues the request: wait until the poll loop has
+    // sent everything before it, or the runtime ends with them unsent.
     watch.disconnect().await?;
+    tokio::time::timeout(Duration::from_secs(5), watcher).await??;
     outcome?;
     goodbye?;
 

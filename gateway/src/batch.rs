@@ -105,7 +105,7 @@ enum Item {
 }
 
 pub(crate) struct Batcher<S> {
-    pub rx: mpsc::Receiver<Received>,
+    pub rx: mpsc::UnboundedReceiver<Received>,
     pub client: AsyncClient,
     pub sink: S,
     pub root: TopicRoot,
@@ -129,6 +129,7 @@ impl<S: Sink> Batcher<S> {
                 },
             }
             self.collect_more(&mut received).await;
+            self.metrics.intake_queue.dec_by(received.len() as i64);
             if !self.process(&received, &shutdown).await {
                 break;
             }

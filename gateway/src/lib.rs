@@ -143,8 +143,7 @@ impl Gateway {
     /// Runs until `shutdown`: then finishes the batch in hand (commit,
     /// replies, acknowledgements), disconnects, and returns.
     pub async fn run<S: Sink>(self, sink: S, shutdown: CancellationToken) {
-        let capacity = usize::from(self.config.mqtt.inflight).max(256) * 4;
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = mpsc::unbounded_channel();
         let poll = mqtt::PollLoop {
             client: self.client.clone(),
             eventloop: self.eventloop,

@@ -29,6 +29,8 @@ pub struct GatewayMetrics {
     pub replies_dropped: Counter,
     pub commit_failures: Counter,
     pub connected: Gauge,
+    /// Received, not yet taken into a batch.
+    pub intake_queue: Gauge,
     pub batch_size: Histogram,
     pub commit_seconds: Histogram,
     /// Receive → committed, per message.
@@ -48,6 +50,7 @@ impl Default for GatewayMetrics {
             replies_dropped: Counter::default(),
             commit_failures: Counter::default(),
             connected: Gauge::default(),
+            intake_queue: Gauge::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             ingest_lag_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -107,6 +110,11 @@ impl GatewayMetrics {
             "mqtt_connected",
             "1 while the gateway is connected to the broker",
             self.connected.clone(),
+        );
+        r.register(
+            "intake_queue_messages",
+            "Messages received from the broker and waiting for a batch",
+            self.intake_queue.clone(),
         );
         r.register(
             "ingest_batch_messages",

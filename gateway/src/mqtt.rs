@@ -3,9 +3,12 @@
 //! rumqttc's `EventLoop::poll` owns the socket and must never be blocked: it
 //! also sends our acknowledgements and keep-alives. So the loop here does
 //! nothing but poll, keep the subscriptions alive, and forward each incoming
-//! publish to the batcher over a bounded channel sized above the broker's
-//! in-flight window (the broker sends no more than that many unacknowledged
-//! QoS 1 messages, so the channel does not fill in normal operation).
+//! publish to the batcher. The forwarding channel is unbounded on purpose:
+//! were the loop ever to wait for room in it, it would stop sending the very
+//! acknowledgements that make room (the batcher's acks go through this
+//! loop), and both would wait forever. What bounds it is the broker's
+//! in-flight window: it sends no more unacknowledged QoS 1 messages than
+//! that. The depth is a gauge in `/metrics`.
 
 use std::time::{Duration, Instant};
 
@@ -101,7 +104,8 @@ pub(crate) fn connect(config: &MqttConfig) -> Result<(AsyncClient, EventLoop), E
         .set_manual_acks(true)
         .set_inflight(config.inflight)
         .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
-        .set_request_channel_capacity(usize::from(config.inflight).max(64) * 8);
+        // Room for the acknowledgements of a whole in-flight window.
+        .set_request_channel_capacity(usize::from(config.inflight).max(1000) * 4);
     if let Some((user, pass)) = addr.credentials {
         options.set_credentials(user, pass);
     }
@@ -126,7 +130,7 @@ pub(crate) struct PollLoop {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
     pub root: TopicRoot,
-    pub tx: mpsc::Sender<Received>,
+    pub tx: mpsc::UnboundedSender<Received>,
     pub connected: watch::Sender<bool>,
     pub metrics: GatewayMetrics,
     pub clock: fn() -> UnixMillis,
@@ -161,20 +165,10 @@ impl PollLoop {
                         at: (self.clock)(),
                         instant: Instant::now(),
                     };
-                    // The broker's in-flight window keeps this channel from
-                    // filling; if it ever does, waiting here is the
-                    // back-pressure (QoS 0 traffic is the only way to get here).
-                    match self.tx.try_send(received) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(received)) => {
-                            warn!("intake channel full; pausing the broker connection");
-                            if self.tx.send(received).await.is_err() {
-                                debug!("batcher gone; no longer forwarding");
-                            }
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            debug!("batcher gone; not forwarding (the broker will redeliver)");
-                        }
+                    if self.tx.send(received).is_err() {
+                        debug!("batcher gone; not forwarding (the broker will redeliver)");
+                    } else {
+                        self.metrics.intake_queue.inc();
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {

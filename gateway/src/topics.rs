@@ -121,7 +121,7 @@ impl TopicRoot {
     }
 
     /// Splits a topic into device and channel.
-    pub fn parse<'t>(&self, topic: &'t str) -> ParsedTopic {
+    pub fn parse(&self, topic: &str) -> ParsedTopic {
         let Some(rest) = topic
             .strip_prefix(self.0.as_str())
             .and_then(|r| r.strip_prefix("/d/"))

@@ -316,17 +316,16 @@ impl Store {
     // ----------------------------------------------------------- observations
 
     pub async fn observations(&self, q: &ObservationQuery<'_>) -> Result<Vec<StoredObservation>> {
-        let from = DbTime(q.from.unwrap_or(UnixMillis(i64::MIN / 4)));
-        let to = DbTime(q.to.unwrap_or(UnixMillis(i64::MAX / 4)));
         Ok(on_pool!(self, pool => sqlx::query_as(
             "SELECT time, device_id, metric, value, unit FROM observations
-             WHERE patient_id = $1 AND ($2 IS NULL OR metric = $2) AND time >= $3 AND time < $4
+             WHERE patient_id = $1 AND ($2 IS NULL OR metric = $2)
+               AND ($3 IS NULL OR time >= $3) AND ($4 IS NULL OR time < $4)
              ORDER BY time DESC, metric LIMIT $5",
         )
         .bind(q.patient_id)
         .bind(q.metric.map(|m| m.as_str()))
-        .bind(from)
-        .bind(to)
+        .bind(q.from.map(DbTime))
+        .bind(q.to.map(DbTime))
         .bind(q.limit)
         .fetch_all(pool)
         .await)?)

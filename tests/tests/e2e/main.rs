@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `vaka serve` against the local Mosquitto and
+//! PostgreSQL (or SQLite), each test in its own database and topic root.
+
+mod crash;
+mod ingest;
+mod support;
+mod validation;
