@@ -105,7 +105,7 @@ enum Item {
 }
 
 pub(crate) struct Batcher<S> {
-    pub rx: mpsc::UnboundedReceiver<Received>,
+    pub rx: mpsc::Receiver<Received>,
     pub client: AsyncClient,
     pub sink: S,
     pub root: TopicRoot,

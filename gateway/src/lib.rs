@@ -46,6 +46,9 @@ use tracing::warn;
 
 use crate::validate::Limits;
 
+/// Messages received and not yet batched, at most.
+const INTAKE_CAPACITY: usize = 65_536;
+
 /// Everything the gateway needs to know.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -143,7 +146,8 @@ impl Gateway {
     /// Runs until `shutdown`: then finishes the batch in hand (commit,
     /// replies, acknowledgements), disconnects, and returns.
     pub async fn run<S: Sink>(self, sink: S, shutdown: CancellationToken) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Far above any broker's in-flight window (see `mqtt`).
+        let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
         let poll = mqtt::PollLoop {
             client: self.client.clone(),
             eventloop: self.eventloop,

@@ -31,6 +31,7 @@ pub struct GatewayMetrics {
     pub connected: Gauge,
     /// Received, not yet taken into a batch.
     pub intake_queue: Gauge,
+    pub intake_dropped: Counter,
     pub batch_size: Histogram,
     pub commit_seconds: Histogram,
     /// Receive → committed, per message.
@@ -51,6 +52,7 @@ impl Default for GatewayMetrics {
             commit_failures: Counter::default(),
             connected: Gauge::default(),
             intake_queue: Gauge::default(),
+            intake_dropped: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             ingest_lag_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -115,6 +117,11 @@ impl GatewayMetrics {
             "intake_queue_messages",
             "Messages received from the broker and waiting for a batch",
             self.intake_queue.clone(),
+        );
+        r.register(
+            "intake_dropped",
+            "Messages dropped because the intake queue was full (QoS 1 ones are redelivered)",
+            self.intake_dropped.clone(),
         );
         r.register(
             "ingest_batch_messages",

@@ -3,12 +3,14 @@
 //! rumqttc's `EventLoop::poll` owns the socket and must never be blocked: it
 //! also sends our acknowledgements and keep-alives. So the loop here does
 //! nothing but poll, keep the subscriptions alive, and forward each incoming
-//! publish to the batcher. The forwarding channel is unbounded on purpose:
-//! were the loop ever to wait for room in it, it would stop sending the very
-//! acknowledgements that make room (the batcher's acks go through this
-//! loop), and both would wait forever. What bounds it is the broker's
-//! in-flight window: it sends no more unacknowledged QoS 1 messages than
-//! that. The depth is a gauge in `/metrics`.
+//! publish to the batcher. It never waits for room in that channel: were it
+//! to, it would stop sending the very acknowledgements that make room (the
+//! batcher's acks go through this loop), and both would wait forever. The
+//! broker's in-flight window keeps the channel far from full (it sends no
+//! more unacknowledged QoS 1 messages than that); should it fill anyway (a
+//! flood at QoS 0), the message is dropped and counted. A dropped QoS 1
+//! message is not lost: unacknowledged, the broker sends it again on the
+//! next connection.
 
 use std::time::{Duration, Instant};
 
@@ -130,7 +132,7 @@ pub(crate) struct PollLoop {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
     pub root: TopicRoot,
-    pub tx: mpsc::UnboundedSender<Received>,
+    pub tx: mpsc::Sender<Received>,
     pub connected: watch::Sender<bool>,
     pub metrics: GatewayMetrics,
     pub clock: fn() -> UnixMillis,
@@ -165,10 +167,17 @@ impl PollLoop {
                         at: (self.clock)(),
                         instant: Instant::now(),
                     };
-                    if self.tx.send(received).is_err() {
-                        debug!("batcher gone; not forwarding (the broker will redeliver)");
-                    } else {
-                        self.metrics.intake_queue.inc();
+                    match self.tx.try_send(received) {
+                        Ok(()) => {
+                            self.metrics.intake_queue.inc();
+                        }
+                        Err(mpsc::error::TrySendError::Full(r)) => {
+                            self.metrics.intake_dropped.inc();
+                            warn!(topic = %r.publish.topic, qos = ?r.publish.qos, "intake full; message dropped (QoS 1 is redelivered on reconnect)");
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            debug!("batcher gone; not forwarding (the broker will redeliver)");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {

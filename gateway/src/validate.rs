@@ -148,6 +148,11 @@ fn check(
 
 /// The record's name without the device prefix; refuses another device's name.
 fn local_name<'r>(device: &DeviceId, i: usize, r: &'r Resolved<'_>) -> Result<&'r str, Rejection> {
+    // A bare name without any base name speaks for the topic's device (the
+    // contract's last will is `[{"n":"conn","vs":"offline"}]`).
+    if !r.name.contains(':') {
+        return Ok(&r.name);
+    }
     let Some(rest) = r.name.strip_prefix(DEVICE_URN_PREFIX) else {
         return Err(Rejection::new(
             RejectCode::BadSenml,

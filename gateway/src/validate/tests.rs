@@ -79,7 +79,7 @@ fn every_rejection_code_has_its_case() {
         ),
         (
             Channel::Obs,
-            r#"[{"n":"weight","u":"kg","v":80}]"#.into(),
+            r#"[{"bn":"urn:dev:other:x:","n":"weight","u":"kg","v":80}]"#.into(),
             RejectCode::BadSenml,
         ),
         (
@@ -167,6 +167,17 @@ fn every_rejection_code_has_its_case() {
     for (channel, payload, expected) in cases {
         assert_eq!(code(channel, &payload), expected, "payload: {payload}");
     }
+}
+
+#[test]
+fn the_contracts_last_will_is_accepted() {
+    let a = run(Channel::Status, r#"[{"n":"conn","vs":"offline"}]"#).unwrap();
+    let Content::Status(s) = a.content else {
+        panic!()
+    };
+    assert_eq!(s[0].field, StatusField::Conn);
+    // Without a time, it happened when it arrived.
+    assert_eq!(s[0].time, NOW);
 }
 
 #[test]
