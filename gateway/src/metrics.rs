@@ -40,12 +40,19 @@ pub struct GatewayMetrics {
 
 impl Default for GatewayMetrics {
     fn default() -> Self {
+        let rejected = Family::<CodeLabel, Counter>::default();
+        // Every code shows in /metrics from the start, at 0.
+        for code in RejectCode::ALL {
+            drop(rejected.get_or_create(&CodeLabel {
+                code: code.as_str(),
+            }));
+        }
         GatewayMetrics {
             received: Counter::default(),
             stored: Counter::default(),
             records_stored: Counter::default(),
             duplicates: Counter::default(),
-            rejected: Family::default(),
+            rejected,
             quarantined: Counter::default(),
             fhr_artefacts: Counter::default(),
             replies_dropped: Counter::default(),

@@ -355,7 +355,9 @@ impl AlertBook {
         let a = self
             .latest_mut(Some(patient_id), rule, None)
             .filter(|a| a.state.is_active())
-            .filter(|a| a.first_reading_at <= trigger && trigger <= a.last_reading_at)?;
+            // Only an alert that this one reading raised alone: one that
+            // later readings updated stands on those too.
+            .filter(|a| a.first_reading_at == trigger && a.last_reading_at == trigger)?;
         let from = a.state;
         resolve_in_place(a, SYSTEM, "withdrawn", Some(reason), now);
         Some(Change {

@@ -1,1 +1,294 @@
+//! Invariants of the engine, with generated data:
+//! - replay equals live: the same readings give the same alerts whether
+//!   they arrive one by one in real time or are replayed from the store;
+//! - a redelivered message changes nothing;
+//! - the order of records within a message does not matter;
+//! - no alert without a triggering reading inside the rule's window.
 
+use proptest::prelude::*;
+use vaka_gateway::UnixMillis;
+use vaka_gateway::model::{Content, Event, EventKind, Metric, Observation};
+
+use super::Engine;
+use super::rules::{Decision, RuleId};
+use crate::alerts::AlertBook;
+
+const START: i64 = 1_796_000_000_000;
+const MIN: i64 = UnixMillis::MINUTE;
+
+/// One generated message: which device, what, when.
+#[derive(Debug, Clone)]
+enum Gen {
+    Weight { t: i64, kg: f64 },
+    Bp { t: i64, sys: f64, dia: f64 },
+    Fall { t: i64 },
+    Cancel { t: i64 },
+    Help { t: i64 },
+}
+
+impl Gen {
+    fn time(&self) -> i64 {
+        match *self {
+            Gen::Weight { t, .. }
+            | Gen::Bp { t, .. }
+            | Gen::Fall { t }
+            | Gen::Cancel { t }
+            | Gen::Help { t } => t,
+        }
+    }
+
+    fn message(&self) -> (&'static str, Content) {
+        let ev = |t: i64, kind| {
+            Content::Events(vec![Event {
+                time: UnixMillis(t),
+                kind,
+                text: None,
+            }])
+        };
+        match *self {
+            Gen::Weight { t, kg } => (
+                "scale",
+                Content::Observations(vec![Observation {
+                    time: UnixMillis(t),
+                    metric: Metric::Weight,
+                    value: kg,
+                }]),
+            ),
+            Gen::Bp { t, sys, dia } => (
+                "cuff",
+                Content::Observations(vec![
+                    Observation {
+                        time: UnixMillis(t),
+                        metric: Metric::Sys,
+                        value: sys,
+                    },
+                    Observation {
+                        time: UnixMillis(t),
+                        metric: Metric::Dia,
+                        value: dia,
+                    },
+                    Observation {
+                        time: UnixMillis(t),
+                        metric: Metric::Hr,
+                        value: 70.0,
+                    },
+                ]),
+            ),
+            Gen::Fall { t } => ("fall", ev(t, EventKind::Fall)),
+            Gen::Cancel { t } => ("fall", ev(t, EventKind::FallCancelled)),
+            Gen::Help { t } => ("fall", ev(t, EventKind::HelpButton)),
+        }
+    }
+}
+
+fn gen_message() -> impl Strategy<Value = Gen> {
+    // Times on a coarse grid within 10 days so that rules interact: weights
+    // daily-ish, BP minutes apart, falls and cancellations seconds apart.
+    prop_oneof![
+        (0i64..10 * 24, 60.0f64..90.0).prop_map(|(h, kg)| Gen::Weight {
+            t: START + h * 60 * MIN,
+            kg: (kg * 10.0).round() / 10.0
+        }),
+        (0i64..600, 150.0f64..210.0, 80.0f64..130.0).prop_map(|(m, sys, dia)| Gen::Bp {
+            t: START + m * MIN,
+            sys: sys.round(),
+            dia: dia.round()
+        }),
+        (0i64..200).prop_map(|s| Gen::Fall {
+            t: START + s * 10_000
+        }),
+        (0i64..200).prop_map(|s| Gen::Cancel {
+            t: START + s * 10_000
+        }),
+        (0i64..100).prop_map(|s| Gen::Help {
+            t: START + s * 60_000
+        }),
+    ]
+}
+
+/// The alerts in a book, comparable.
+fn summary(book: &AlertBook) -> Vec<(RuleId, i64, i64, Option<bool>, i32)> {
+    let mut v: Vec<_> = book
+        .active()
+        .map(|a| {
+            (
+                a.rule,
+                a.first_reading_at.0,
+                a.last_reading_at.0,
+                a.confirmed,
+                a.count,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+struct Run {
+    engine: Engine,
+    book: AlertBook,
+    decisions: Vec<Decision>,
+    next_id: i64,
+}
+
+impl Run {
+    fn new() -> Run {
+        let mut engine = Engine::new();
+        engine.add_patient("p", chrono_tz::Europe::Stockholm);
+        Run {
+            engine,
+            book: AlertBook::default(),
+            decisions: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    fn apply(&mut self, out: Vec<Decision>, now: UnixMillis) {
+        for d in out {
+            if let Some(c) = self.book.apply(&d, now)
+                && c.alert.alert_id.is_none()
+            {
+                self.book.set_id(&c.alert, self.next_id);
+                self.next_id += 1;
+            }
+            self.decisions.push(d);
+        }
+    }
+
+    fn feed(&mut self, device: &str, content: &Content, arrived: UnixMillis) {
+        let mut out = Vec::new();
+        self.engine
+            .ingest("p", device, content, arrived, &self.book, &mut out);
+        self.apply(out, arrived);
+    }
+
+    fn tick(&mut self, now: UnixMillis) {
+        let mut out = Vec::new();
+        self.engine.tick(now, &self.book, &mut out);
+        self.apply(out, now);
+    }
+}
+
+/// Live: each message arrives at its data time, the clock ticking as it goes.
+fn live(messages: &[Gen], end: UnixMillis) -> Run {
+    let mut run = Run::new();
+    for m in messages {
+        run.tick(UnixMillis(m.time()));
+        let (device, content) = m.message();
+        run.feed(device, &content, UnixMillis(m.time()));
+    }
+    run.tick(end);
+    run
+}
+
+/// Replay: everything arrives at `end` (a restart), in data-time order.
+fn replay(messages: &[Gen], end: UnixMillis) -> Run {
+    let mut run = Run::new();
+    for m in messages {
+        let (device, content) = m.message();
+        run.feed(device, &content, end);
+    }
+    run.tick(end);
+    run
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn replay_equals_live(mut messages in prop::collection::vec(gen_message(), 1..60)) {
+        messages.sort_by_key(Gen::time);
+        let end = UnixMillis(START + 11 * UnixMillis::DAY);
+        let live = live(&messages, end);
+        let replayed = replay(&messages, end);
+        prop_assert_eq!(summary(&live.book), summary(&replayed.book));
+    }
+
+    /// A restart replays what the live run already filed: nothing changes.
+    #[test]
+    fn a_rebuild_after_live_changes_nothing(mut messages in prop::collection::vec(gen_message(), 1..60)) {
+        messages.sort_by_key(Gen::time);
+        let end = UnixMillis(START + 11 * UnixMillis::DAY);
+        let mut run = live(&messages, end);
+        let before = summary(&run.book);
+        // A new engine (the restart) with the same book (the store).
+        run.engine = Engine::new();
+        run.engine.add_patient("p", chrono_tz::Europe::Stockholm);
+        let mut changes = 0;
+        for m in &messages {
+            let (device, content) = m.message();
+            let mut out = Vec::new();
+            run.engine.ingest("p", device, &content, end, &run.book, &mut out);
+            changes += out.iter().filter(|d| run.book.apply(d, end).is_some()).count();
+        }
+        let mut out = Vec::new();
+        run.engine.tick(end, &run.book, &mut out);
+        changes += out.iter().filter(|d| run.book.apply(d, end).is_some()).count();
+        prop_assert_eq!(changes, 0);
+        prop_assert_eq!(summary(&run.book), before);
+    }
+
+    #[test]
+    fn redelivered_messages_change_nothing(mut messages in prop::collection::vec(gen_message(), 1..40)) {
+        messages.sort_by_key(Gen::time);
+        let mut run = Run::new();
+        for m in &messages {
+            let (device, content) = m.message();
+            let t = UnixMillis(m.time());
+            run.feed(device, &content, t);
+            let n = run.decisions.len();
+            run.feed(device, &content, t);
+            prop_assert_eq!(run.decisions.len(), n, "a redelivery decided something: {:?}", m);
+        }
+    }
+
+    #[test]
+    fn order_within_a_message_does_not_matter(t in 0i64..1000, sys in 150.0f64..220.0, dia in 80.0f64..140.0, rot in 0usize..3) {
+        let (device, content) = Gen::Bp { t: START + t * MIN, sys: sys.round(), dia: dia.round() }.message();
+        let Content::Observations(mut obs) = content.clone() else { unreachable!() };
+        obs.rotate_left(rot);
+        obs.reverse();
+        let mut a = Run::new();
+        a.feed(device, &content, UnixMillis(START + t * MIN));
+        let mut b = Run::new();
+        b.feed(device, &Content::Observations(obs), UnixMillis(START + t * MIN));
+        prop_assert_eq!(a.decisions, b.decisions);
+    }
+
+    /// Every alert names readings that meet its rule, inside its window.
+    #[test]
+    fn no_alert_without_its_triggering_reading(mut messages in prop::collection::vec(gen_message(), 1..60)) {
+        messages.sort_by_key(Gen::time);
+        let run = live(&messages, UnixMillis(START + 11 * UnixMillis::DAY));
+        for d in &run.decisions {
+            let Decision::Raise(f) = d else { continue };
+            prop_assert!(!f.evidence.is_empty(), "{:?}", f);
+            prop_assert!(f.first_reading_at <= f.last_reading_at);
+            match f.rule {
+                RuleId::WeightGain3d => {
+                    prop_assert_eq!(f.evidence.len(), 2);
+                    let (old, new) = (&f.evidence[0], &f.evidence[1]);
+                    prop_assert!(new.time - old.time <= 4 * UnixMillis::DAY, "reference outside the window");
+                    let gain = (new.value.unwrap_or(0.0) * 10.0).round() - (old.value.unwrap_or(0.0) * 10.0).round();
+                    prop_assert!(gain > 20.0, "gain {} tenths", gain);
+                }
+                RuleId::BpCrisis => {
+                    let crisis = f.evidence.iter().any(|e| match e.name.as_str() {
+                        "sys" => e.value.unwrap_or(0.0) >= 180.0,
+                        "dia" => e.value.unwrap_or(0.0) >= 120.0,
+                        _ => false,
+                    });
+                    prop_assert!(crisis, "{:?}", f.evidence);
+                    let times: Vec<i64> = f.evidence.iter().map(|e| e.time).collect();
+                    let span = times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0);
+                    prop_assert!(span <= 5 * MIN, "a confirmation outside 5 min");
+                }
+                RuleId::Fall | RuleId::HelpButton => {
+                    prop_assert_eq!(f.evidence.len(), 1);
+                    prop_assert_eq!(f.evidence[0].time, f.first_reading_at.0);
+                }
+                _ => {}
+            }
+        }
+    }
+}

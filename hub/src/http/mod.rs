@@ -13,6 +13,9 @@ mod health;
 mod patients;
 mod ws;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,1 +1,384 @@
+//! Every store query, on both backends.
 
+use bytes::Bytes;
+use vaka_gateway::model::{
+    Content, DeviceKind, Event, EventKind, Metric, Observation, StatusField, StatusReport,
+    StatusValue,
+};
+use vaka_gateway::{Channel, DeviceId, Message, RejectCode, UnixMillis};
+
+use super::testing::TestStore;
+use super::*;
+use crate::alerts::{AlertBook, AlertState};
+use crate::engine::rules::{Decision, Finding, RuleId};
+
+const T0: UnixMillis = UnixMillis(1_796_000_000_000);
+
+fn message(device: &str, content: Content) -> Message {
+    Message {
+        device: DeviceId::parse(device).expect("id"),
+        channel: match content {
+            Content::Observations(_) => Channel::Obs,
+            Content::Events(_) => Channel::Evt,
+            Content::Status(_) => Channel::Status,
+        },
+        received_at: T0,
+        reference: format!("{}:{}", T0.0, device),
+        content,
+        payload: Bytes::from_static(b"[]"),
+    }
+}
+
+fn weight(t: i64, kg: f64) -> Observation {
+    Observation {
+        time: UnixMillis(T0.0 + t),
+        metric: Metric::Weight,
+        value: kg,
+    }
+}
+
+async fn enrolled(store: &Store) {
+    let p = NewPatient {
+        patient_id: "p1".into(),
+        display_name: "Testa Testsson".into(),
+        timezone: "Europe/Stockholm".into(),
+        program: Some("heart_failure".into()),
+    };
+    store.create_patient(&p, T0).await.expect("patient");
+    store
+        .register_device("scale-1", DeviceKind::Scale, T0)
+        .await
+        .expect("device");
+    store
+        .bind_device("scale-1", "p1", None, T0)
+        .await
+        .expect("bind");
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_pick_the_right_layout() {
+    for t in TestStore::both().await {
+        t.store
+            .migrate()
+            .await
+            .expect("a second migrate is a no-op");
+        let layout = t.store.observations_layout().await.expect("layout");
+        match &t.store {
+            Store::Sqlite(_) => assert_eq!(layout, "table"),
+            Store::Postgres(pool) => {
+                // The Timescale path runs wherever the extension can be used.
+                let (timescale,): (bool,) = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+                        AND current_setting('shared_preload_libraries', true) LIKE '%timescaledb%'",
+                )
+                .fetch_one(pool)
+                .await
+                .expect("query");
+                if timescale {
+                    assert_eq!(layout, "hypertable");
+                    let (jobs,): (i64,) = sqlx::query_as(
+                        "SELECT count(*) FROM timescaledb_information.jobs
+                         WHERE hypertable_name IN ('observations', 'observations_daily')",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .expect("jobs");
+                    assert!(jobs >= 3, "compression, retention and aggregate policies");
+                } else {
+                    assert_eq!(layout, "partitioned");
+                    let (brin,): (i64,) = sqlx::query_as(
+                        "SELECT count(*) FROM pg_indexes WHERE tablename = 'observations' AND indexdef LIKE '%USING brin%'",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .expect("indexes");
+                    assert_eq!(brin, 1);
+                    let (parts,): (i64,) = sqlx::query_as(
+                        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent
+                         WHERE c.relname = 'observations'",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .expect("partitions");
+                    assert!(
+                        parts >= 17,
+                        "13 months back, 3 ahead and a default: {parts}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn ingest_stores_each_record_once_and_says_which_were_new() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        enrolled(s).await;
+        let a = message(
+            "scale-1",
+            Content::Observations(vec![weight(0, 80.0), weight(1000, 80.1)]),
+        );
+        let dup = message(
+            "scale-1",
+            Content::Observations(vec![weight(1000, 80.1), weight(2000, 80.2)]),
+        );
+        let batch = IngestBatch {
+            filed: vec![
+                FiledMessage {
+                    message: &a,
+                    patient_id: "p1",
+                },
+                FiledMessage {
+                    message: &dup,
+                    patient_id: "p1",
+                },
+            ],
+            quarantined: vec![],
+        };
+        let out = s.ingest(&batch).await.expect("ingest");
+        // The second message's first record repeats the first message's second.
+        assert_eq!(
+            out.new,
+            vec![vec![true, true], vec![false, true]],
+            "{}",
+            s.backend()
+        );
+        // A redelivery of the whole batch stores nothing.
+        let again = s.ingest(&batch).await.expect("ingest");
+        assert_eq!(again.new, vec![vec![false, false], vec![false, false]]);
+        assert_eq!(s.count_observations("p1").await.expect("count"), 3);
+
+        let rows = s
+            .observations(&ObservationQuery {
+                patient_id: "p1",
+                metric: Some(Metric::Weight),
+                from: Some(UnixMillis(T0.0 + 500)),
+                to: None,
+                limit: 10,
+            })
+            .await
+            .expect("query");
+        let values: Vec<f64> = rows.iter().map(|r| r.value).collect();
+        assert_eq!(values, vec![80.2, 80.1], "newest first, from is inclusive");
+        assert_eq!(rows[0].unit, "kg");
+    }
+}
+
+#[tokio::test]
+async fn events_status_and_quarantine() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        enrolled(s).await;
+        let ev = message(
+            "scale-1",
+            Content::Events(vec![
+                Event {
+                    time: T0,
+                    kind: EventKind::DoseTaken,
+                    text: Some("morning".into()),
+                },
+                Event {
+                    time: T0,
+                    kind: EventKind::DoseTaken,
+                    text: Some("evening".into()),
+                },
+            ]),
+        );
+        let st = message(
+            "scale-1",
+            Content::Status(vec![
+                StatusReport {
+                    time: T0,
+                    field: StatusField::Batt,
+                    value: StatusValue::Number(55.0),
+                },
+                StatusReport {
+                    time: T0,
+                    field: StatusField::Conn,
+                    value: StatusValue::Text("online".into()),
+                },
+            ]),
+        );
+        let ghost = message("ghost-1", Content::Observations(vec![weight(0, 70.0)]));
+        let batch = IngestBatch {
+            filed: vec![
+                FiledMessage {
+                    message: &ev,
+                    patient_id: "p1",
+                },
+                FiledMessage {
+                    message: &st,
+                    patient_id: "p1",
+                },
+            ],
+            quarantined: vec![QuarantinedMessage {
+                message: &ghost,
+                topic: "vaka/v1/d/ghost-1/obs".into(),
+                reason: RejectCode::UnknownDevice,
+            }],
+        };
+        let out = s.ingest(&batch).await.expect("ingest");
+        // Same time, different dose ids: two events.
+        assert_eq!(out.new, vec![vec![true, true], vec![true, true]]);
+        s.ingest(&batch).await.expect("a redelivery");
+        let events = s.events_since(UnixMillis(0)).await.expect("events");
+        assert_eq!(events.len(), 2);
+        let q = s.quarantine(10).await.expect("quarantine");
+        assert_eq!(q.len(), 1, "quarantined once");
+        assert_eq!(
+            (q[0].reason.as_str(), q[0].device_id.as_str()),
+            ("unknown_device", "ghost-1")
+        );
+        let d = s.device("scale-1").await.expect("device").expect("exists");
+        assert_eq!(d.battery_pct, Some(55.0));
+        assert_eq!(d.connection.as_deref(), Some("online"));
+        assert_eq!(d.last_seen_at, Some(DbTime(T0)));
+        assert_eq!(d.patient_id.as_deref(), Some("p1"));
+    }
+}
+
+#[tokio::test]
+async fn bindings_cover_time_ranges() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        enrolled(s).await;
+        let p2 = NewPatient {
+            patient_id: "p2".into(),
+            display_name: "Andra Andersson".into(),
+            timezone: "Europe/Stockholm".into(),
+            program: None,
+        };
+        s.create_patient(&p2, T0).await.expect("p2");
+        assert!(matches!(
+            s.create_patient(&p2, T0).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // The first binding covers the device's past; a rebinding starts now.
+        let later = UnixMillis(T0.0 + 1000);
+        let b = s
+            .bind_device("scale-1", "p2", None, later)
+            .await
+            .expect("rebind");
+        assert_eq!(b.valid_from, DbTime(later));
+        let rows = s.registry(&["scale-1", "nobody"]).await.expect("registry");
+        let mut ranges: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.patient_id.clone().unwrap_or_default(),
+                    r.valid_from.map(|t| t.millis()),
+                    r.valid_to.map(|t| t.millis()),
+                )
+            })
+            .collect();
+        ranges.sort();
+        assert_eq!(
+            ranges,
+            vec![
+                ("p1".into(), Some(0), Some(later.0)),
+                ("p2".into(), Some(later.0), None)
+            ]
+        );
+        assert!(matches!(
+            s.bind_device("nope", "p1", None, T0).await,
+            Err(StoreError::NotFound("device"))
+        ));
+        assert!(matches!(
+            s.bind_device("scale-1", "nope", None, T0).await,
+            Err(StoreError::NotFound("patient"))
+        ));
+        assert!(
+            s.unbind_device("scale-1", UnixMillis(T0.0 + 2000))
+                .await
+                .expect("unbind")
+        );
+        assert!(
+            !s.unbind_device("scale-1", UnixMillis(T0.0 + 3000))
+                .await
+                .expect("unbind")
+        );
+    }
+}
+
+fn fall_at(t: i64) -> Decision {
+    Decision::Raise(Finding {
+        rule: RuleId::Fall,
+        patient_id: Some("p1".into()),
+        device_id: None,
+        confirmed: None,
+        explanation: "Fall".into(),
+        threshold: "fall".into(),
+        evidence: vec![],
+        first_reading_at: UnixMillis(t),
+        last_reading_at: UnixMillis(t),
+    })
+}
+
+#[tokio::test]
+async fn alert_changes_round_trip_and_the_latest_is_found() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        enrolled(s).await;
+        let mut book = AlertBook::default();
+        let opened = book.apply(&fall_at(100), T0).expect("opened");
+        let id = s.save_alert_change(&opened).await.expect("insert");
+        book.set_id(&opened.alert, id);
+        let updated = book.apply(&fall_at(200), T0).expect("updated");
+        assert_eq!(s.save_alert_change(&updated).await.expect("update"), id);
+        let resolved = book
+            .resolve(id, "nurse", "called_patient", Some("ok"), T0)
+            .expect("resolve");
+        s.save_alert_change(&resolved).await.expect("update");
+        let next = book.apply(&fall_at(300), T0).expect("a new alert");
+        let id2 = s.save_alert_change(&next).await.expect("insert");
+        assert_ne!(id, id2);
+
+        let stored = s.alert(id).await.expect("read").expect("exists");
+        assert_eq!(stored, resolved.alert, "{}", s.backend());
+        let latest = s.latest_alerts().await.expect("latest");
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].alert_id, Some(id2));
+        let history = s.alert_history(id).await.expect("history");
+        let actions: Vec<_> = history.iter().map(|h| h.action.as_str()).collect();
+        assert_eq!(actions, ["opened", "updated", "resolved"]);
+        let active = s
+            .alerts(&AlertQuery {
+                active_only: true,
+                patient_id: Some("p1"),
+                limit: 10,
+            })
+            .await
+            .expect("alerts");
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].state, AlertState::Open);
+
+        // The store itself refuses a second active alert of the same key.
+        let mut twin = next.clone();
+        twin.alert.alert_id = None;
+        assert!(matches!(
+            s.save_alert_change(&twin).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn audit_entries_are_kept() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        let e = AuditEntry {
+            at: DbTime(T0),
+            actor: "api-token".into(),
+            action: "patient.view".into(),
+            patient_id: Some("p1".into()),
+            detail: None,
+            source: Some("127.0.0.1".into()),
+        };
+        s.audit(&e).await.expect("audit");
+        let log = s.audit_log(Some("p1"), 10).await.expect("log");
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].action, "patient.view");
+        assert!(s.audit_log(Some("p2"), 10).await.expect("log").is_empty());
+    }
+}

@@ -39,8 +39,10 @@ impl Rule for BpCrisis {
     }
 
     fn on_deadline(&self, state: &mut PatientState, now: UnixMillis, ctx: &mut Context<'_>) {
+        // A repeat exactly at the end of the window still counts, so the
+        // window has passed only after it.
         if let Some(p) = state.bp_pending
-            && now.millis_since(p.time) >= state.thresholds.confirm_window_ms
+            && now.millis_since(p.time) > state.thresholds.confirm_window_ms
         {
             state.bp_pending = None;
             raise_unconfirmed(state, p, ctx);
@@ -119,6 +121,24 @@ fn on_reading(state: &mut PatientState, r: BpReading, ctx: &mut Context<'_>) {
         return;
     }
     if !crisis {
+        // A normal repeat that came too late to clear a crisis reading in
+        // time still proves it wrong: withdraw the unconfirmed alert that
+        // reading raised alone (the book withdraws only such an alert).
+        if let Some(p) = prev
+            && is_crisis(state, &p)
+            && r.time.millis_since(p.time) <= window
+        {
+            ctx.out.push(Decision::Withdraw {
+                rule: RuleId::BpCrisis,
+                patient_id: ctx.patient_id.to_owned(),
+                trigger: p.time,
+                reason: format!(
+                    "Återkallat: ny mätning {} min senare gav {} mmHg, under gränsen.",
+                    sv((r.time.millis_since(p.time) as f64 / 60_000.0).round(), 0),
+                    pressure(&r)
+                ),
+            });
+        }
         return;
     }
     // A repeat after this one may already be here (it arrived first).
@@ -135,7 +155,7 @@ fn on_reading(state: &mut PatientState, r: BpReading, ctx: &mut Context<'_>) {
     }
     state.bp_pending = Some(r);
     ctx.wake_at
-        .push((r.time.plus_millis(window), RuleId::BpCrisis));
+        .push((r.time.plus_millis(window + 1), RuleId::BpCrisis));
     if ctx.arrived.millis_since(r.time) < window {
         let reason = format!(
             "Blodtrycket var mycket högt ({} mmHg). Vila 2 minuter och mät igen.",
@@ -330,9 +350,9 @@ mod tests {
         let t = at(0, "08:00");
         h.arrive_at(t);
         h.bp(t, 185.0, 100.0);
-        h.tick(t.plus_millis(5 * MIN - 1));
-        assert!(h.explanations(RuleId::BpCrisis).is_empty());
         h.tick(t.plus_millis(5 * MIN));
+        assert!(h.explanations(RuleId::BpCrisis).is_empty());
+        h.tick(t.plus_millis(5 * MIN + 1));
         assert_eq!(
             h.explanations(RuleId::BpCrisis),
             [
@@ -343,13 +363,28 @@ mod tests {
     }
 
     #[test]
+    fn a_late_normal_repeat_withdraws_the_unconfirmed_alert() {
+        let mut h = Harness::new();
+        let t = at(0, "08:00");
+        h.arrive_at(t);
+        h.bp(t, 192.0, 124.0);
+        h.tick(t.plus_millis(6 * MIN));
+        assert_eq!(h.book.active().count(), 1);
+        // Taken 4 min after the first, delivered after the alert was raised.
+        h.arrive_at(t.plus_millis(7 * MIN));
+        h.bp(t.plus_millis(4 * MIN), 140.0, 85.0);
+        assert_eq!(h.withdrawals(), 1);
+        assert_eq!(h.book.active().count(), 0);
+    }
+
+    #[test]
     fn an_old_reading_sends_no_remeasure() {
         let mut h = Harness::new();
         let t = at(0, "08:00");
         h.arrive_at(t.plus_millis(5 * MIN));
         h.bp(t, 185.0, 100.0);
         assert_eq!(h.commands(), 0);
-        h.tick(t.plus_millis(5 * MIN));
+        h.tick(t.plus_millis(6 * MIN));
         assert_eq!(h.confirmed(RuleId::BpCrisis), [Some(false)]);
     }
 

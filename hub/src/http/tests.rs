@@ -1,0 +1,381 @@
+//! The API through `oneshot`: no socket, a real store (SQLite) and a real
+//! engine task behind it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, watch};
+use tower::ServiceExt;
+use vaka_gateway::UnixMillis;
+use vaka_gateway::model::{Content, Event, EventKind};
+
+use super::{AppState, router};
+use crate::engine::clock::SystemClock;
+use crate::engine::task::{EngineMsg, EngineTask, Ingested};
+use crate::metrics::Metrics;
+use crate::store::testing::TestStore;
+
+const TOKEN: &str = "a-test-token-of-some-length";
+
+struct App {
+    _db: TestStore,
+    state: AppState,
+    _broker: watch::Sender<bool>,
+}
+
+async fn app() -> App {
+    let db = TestStore::sqlite().await;
+    let (engine_tx, engine_rx) = mpsc::channel(16);
+    let (broadcast, _) = broadcast::channel(16);
+    let metrics = Metrics::default();
+    let (broker_tx, broker) = watch::channel(false);
+    let task = EngineTask::start(
+        db.store.clone(),
+        Arc::new(SystemClock),
+        engine_rx,
+        broadcast.clone(),
+        None,
+        metrics.clone(),
+    )
+    .await
+    .expect("engine");
+    tokio::spawn(task.run(tokio_util::sync::CancellationToken::new()));
+    let state = AppState {
+        store: db.store.clone(),
+        api_token: TOKEN.into(),
+        engine: engine_tx,
+        broadcast,
+        broker,
+        registry: Arc::new(metrics.registry()),
+        clock: Arc::new(SystemClock),
+    };
+    App {
+        _db: db,
+        state,
+        _broker: broker_tx,
+    }
+}
+
+impl App {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Body::from(body.unwrap_or("").to_owned()))
+            .expect("request");
+        let res = router(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("response");
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    async fn authed(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string());
+        self.call(method, path, body.as_deref(), Some(TOKEN)).await
+    }
+}
+
+#[tokio::test]
+async fn every_api_route_needs_the_token() {
+    let app = app().await;
+    for (method, path) in [
+        ("GET", "/api/v1/patients"),
+        ("POST", "/api/v1/patients"),
+        ("GET", "/api/v1/patients/p1"),
+        ("GET", "/api/v1/patients/p1/observations"),
+        ("GET", "/api/v1/devices"),
+        ("POST", "/api/v1/devices"),
+        ("PUT", "/api/v1/devices/d1/binding"),
+        ("DELETE", "/api/v1/devices/d1/binding"),
+        ("GET", "/api/v1/alerts"),
+        ("GET", "/api/v1/alerts/1"),
+        ("POST", "/api/v1/alerts/1/acknowledge"),
+        ("POST", "/api/v1/alerts/1/resolve"),
+        ("GET", "/api/v1/quarantine"),
+        ("GET", "/api/v1/ws"),
+    ] {
+        let (status, body) = app.call(method, path, Some("{}"), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(body["error"], "unauthorized");
+        let (status, _) = app
+            .call(method, path, Some("{}"), Some("not-the-token"))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn patients_validate_and_conflict() {
+    let app = app().await;
+    let (s, p) = app
+        .authed(
+            "POST",
+            "/api/v1/patients",
+            Some(json!({"id": "p1", "name": "Testa Testsson"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(
+        (p["id"].as_str(), p["timezone"].as_str()),
+        (Some("p1"), Some("Europe/Stockholm"))
+    );
+    let (s, _) = app
+        .authed(
+            "POST",
+            "/api/v1/patients",
+            Some(json!({"id": "p1", "name": "Igen"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    for bad in [
+        json!({"id": "a b", "name": "x"}),
+        json!({"name": ""}),
+        json!({"name": "x", "timezone": "Mars/Olympus"}),
+        json!({"name": "x", "program": "astronaut"}),
+        json!({"name": "x", "shoe_size": 42}),
+    ] {
+        let (s, body) = app
+            .authed("POST", "/api/v1/patients", Some(bad.clone()))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"], "bad_request");
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let (s, body) = app
+        .call("POST", "/api/v1/patients", Some("{not json"), Some(TOKEN))
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request"))
+    );
+    let (s, body) = app.authed("GET", "/api/v1/patients/nobody", None).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (s, _) = app
+        .authed(
+            "GET",
+            "/api/v1/patients/p1/observations?metric=height",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = app
+        .authed(
+            "GET",
+            "/api/v1/patients/p1/observations?from=yesterday",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn views_of_patient_data_are_audited() {
+    let app = app().await;
+    app.authed(
+        "POST",
+        "/api/v1/patients",
+        Some(json!({"id": "p1", "name": "Testa Testsson"})),
+    )
+    .await;
+    app.authed("GET", "/api/v1/patients/p1", None).await;
+    app.authed("GET", "/api/v1/patients/p1/observations", None)
+        .await;
+    app.authed("GET", "/api/v1/alerts?patient=p1", None).await;
+    let log = app
+        .state
+        .store
+        .audit_log(Some("p1"), 10)
+        .await
+        .expect("audit");
+    let actions: Vec<&str> = log.iter().rev().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "patient.create",
+            "patient.view",
+            "observations.view",
+            "alerts.view"
+        ]
+    );
+    assert!(log.iter().all(|e| e.actor == "api-token"));
+}
+
+#[tokio::test]
+async fn devices_register_and_bind() {
+    let app = app().await;
+    app.authed(
+        "POST",
+        "/api/v1/patients",
+        Some(json!({"id": "p1", "name": "Testa Testsson"})),
+    )
+    .await;
+    let (s, d) = app
+        .authed(
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"id": "scale-1", "kind": "scale"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let (s, _) = app
+        .authed(
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"id": "scale-1", "kind": "scale"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = app
+        .authed(
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"id": "x", "kind": "toaster"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b) = app
+        .authed(
+            "PUT",
+            "/api/v1/devices/scale-1/binding",
+            Some(json!({"patient_id": "p1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _) = app
+        .authed(
+            "PUT",
+            "/api/v1/devices/scale-1/binding",
+            Some(json!({"patient_id": "p9"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, d) = app.authed("GET", "/api/v1/devices/scale-1", None).await;
+    assert_eq!(d["patient_id"], "p1");
+    let (s, _) = app
+        .authed("DELETE", "/api/v1/devices/scale-1/binding", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app
+        .authed("DELETE", "/api/v1/devices/scale-1/binding", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn alerts_are_acted_on_through_the_engine() {
+    let app = app().await;
+    app.authed(
+        "POST",
+        "/api/v1/patients",
+        Some(json!({"id": "p1", "name": "Testa Testsson"})),
+    )
+    .await;
+    let now = UnixMillis::now();
+    let fall = Ingested {
+        patient_id: "p1".into(),
+        device_id: "fall-1".into(),
+        arrived: now,
+        content: Content::Events(vec![Event {
+            time: now,
+            kind: EventKind::Fall,
+            text: None,
+        }]),
+    };
+    let mut rx = app.state.broadcast.subscribe();
+    app.state
+        .engine
+        .send(EngineMsg::Ingested(vec![fall]))
+        .await
+        .expect("engine");
+    let frame: Value = serde_json::from_str(&rx.recv().await.expect("broadcast")).expect("json");
+    let id = frame["alert"]["alert_id"].as_i64().expect("an id");
+
+    let (s, a) = app
+        .authed("POST", &format!("/api/v1/alerts/{id}/acknowledge"), None)
+        .await;
+    assert_eq!(
+        (s, a["state"].as_str()),
+        (StatusCode::OK, Some("acknowledged"))
+    );
+    let (s, _) = app
+        .authed("POST", &format!("/api/v1/alerts/{id}/acknowledge"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = app
+        .authed(
+            "POST",
+            &format!("/api/v1/alerts/{id}/resolve"),
+            Some(json!({"note": "no outcome"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, a) = app
+        .authed(
+            "POST",
+            &format!("/api/v1/alerts/{id}/resolve"),
+            Some(json!({"outcome": "home_visit", "note": "ok", "by": "Sköterska S"})),
+        )
+        .await;
+    assert_eq!(
+        (s, a["state"].as_str(), a["resolved_by"].as_str()),
+        (StatusCode::OK, Some("resolved"), Some("Sköterska S"))
+    );
+    let (s, _) = app
+        .authed("POST", "/api/v1/alerts/9999/acknowledge", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, detail) = app
+        .authed("GET", &format!("/api/v1/alerts/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(detail["history"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = app().await;
+    let (s, body) = app.call("GET", "/healthz", None, None).await;
+    assert_eq!((s, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, body) = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "the broker is down");
+    assert_eq!(
+        (body["database"].as_bool(), body["broker"].as_bool()),
+        (Some(true), Some(false))
+    );
+    app._broker.send_replace(true);
+    let (s, _) = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = app.call("GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = body.as_str().unwrap_or_default();
+    for name in [
+        "vaka_mqtt_messages_received_total",
+        "vaka_messages_stored_total",
+        "vaka_ingest_lag_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
