@@ -144,15 +144,8 @@ impl Run {
     }
 
     fn apply(&mut self, out: Vec<Decision>, now: UnixMillis) {
-        for d in out {
-            if let Some(c) = self.book.apply(&d, now)
-                && c.alert.alert_id.is_none()
-            {
-                self.book.set_id(&c.alert, self.next_id);
-                self.next_id += 1;
-            }
-            self.decisions.push(d);
-        }
+        super::rules::testing::apply(&mut self.book, &mut self.next_id, &out, now);
+        self.decisions.extend(out);
     }
 
     fn feed(&mut self, device: &str, content: &Content, arrived: UnixMillis) {

@@ -306,11 +306,42 @@ impl Store {
 
     /// Stores a batch of messages in one transaction; tells, per record,
     /// whether it was new.
+    ///
+    /// Quarantine goes in a transaction of its own: both are idempotent, and
+    /// the gateway acknowledges only when both have committed, so a failure
+    /// between them is a retry that stores nothing twice.
     pub async fn ingest(&self, batch: &IngestBatch<'_>) -> Result<IngestOutcome> {
-        match self {
-            Store::Postgres(pool) => pg::ingest(pool, batch).await,
-            Store::Sqlite(pool) => sqlite::ingest(pool, batch).await,
+        let outcome = match self {
+            Store::Postgres(pool) => pg::ingest(pool, batch).await?,
+            Store::Sqlite(pool) => sqlite::ingest(pool, batch).await?,
+        };
+        if !batch.quarantined.is_empty() {
+            self.quarantine_messages(&batch.quarantined).await?;
         }
+        Ok(outcome)
+    }
+
+    async fn quarantine_messages(&self, messages: &[QuarantinedMessage<'_>]) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for q in messages {
+                sqlx::query(
+                    "INSERT INTO quarantine (received_at, device_id, topic, reason, reference, first_time, payload)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(DbTime(q.message.received_at))
+                .bind(q.message.device.as_str())
+                .bind(&q.topic)
+                .bind(q.reason.as_str())
+                .bind(&q.message.reference)
+                .bind(q.message.content.first_time().map(DbTime))
+                .bind(q.message.payload.as_ref())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     // ----------------------------------------------------------- observations

@@ -129,23 +129,6 @@ pub(super) async fn ingest(pool: &PgPool, batch: &IngestBatch<'_>) -> Result<Ing
         .await?;
     }
 
-    for q in &batch.quarantined {
-        sqlx::query(
-            "INSERT INTO quarantine (received_at, device_id, topic, reason, reference, first_time, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(DbTime(q.message.received_at))
-        .bind(q.message.device.as_str())
-        .bind(&q.topic)
-        .bind(q.reason.as_str())
-        .bind(&q.message.reference)
-        .bind(q.message.content.first_time().map(DbTime))
-        .bind(q.message.payload.as_ref())
-        .execute(&mut *tx)
-        .await?;
-    }
-
     tx.commit().await?;
     Ok(outcome)
 }

@@ -5,7 +5,7 @@
 
 use sqlx::SqlitePool;
 
-use super::{DbTime, Flat, IngestBatch, IngestOutcome, RegistryRow, Result};
+use super::{Flat, IngestBatch, IngestOutcome, RegistryRow, Result};
 
 pub(super) async fn registry(pool: &SqlitePool, device_ids: &[&str]) -> Result<Vec<RegistryRow>> {
     let ids = serde_json::to_string(device_ids).unwrap_or_else(|_| "[]".into());
@@ -86,21 +86,6 @@ pub(super) async fn ingest(pool: &SqlitePool, batch: &IngestBatch<'_>) -> Result
         .bind(t.update.connection.as_deref())
         .bind(t.update.firmware.as_deref())
         .bind(t.update.heartbeat_s)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for q in &batch.quarantined {
-        sqlx::query(
-            "INSERT INTO quarantine (received_at, device_id, topic, reason, reference, first_time, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(DbTime(q.message.received_at))
-        .bind(q.message.device.as_str())
-        .bind(&q.topic)
-        .bind(q.reason.as_str())
-        .bind(&q.message.reference)
-        .bind(q.message.content.first_time().map(DbTime))
-        .bind(q.message.payload.as_ref())
         .execute(&mut *tx)
         .await?;
     }

@@ -27,6 +27,19 @@ pub fn at(day: i32, hhmm: &str) -> UnixMillis {
     UnixMillis(t.timestamp_millis())
 }
 
+/// Applies decisions to a book as the engine task does, with ids from a
+/// counter instead of the store.
+pub fn apply(book: &mut AlertBook, next_id: &mut i64, decisions: &[Decision], now: UnixMillis) {
+    for d in decisions {
+        if let Some(c) = book.apply(d, now)
+            && c.alert.alert_id.is_none()
+        {
+            book.set_id(&c.alert, *next_id);
+            *next_id += 1;
+        }
+    }
+}
+
 pub struct Harness {
     pub engine: Engine,
     pub book: AlertBook,
@@ -69,15 +82,8 @@ impl Harness {
     }
 
     fn record(&mut self, out: Vec<Decision>, now: UnixMillis) {
-        for d in out {
-            if let Some(c) = self.book.apply(&d, now)
-                && c.alert.alert_id.is_none()
-            {
-                self.book.set_id(&c.alert, self.next_id);
-                self.next_id += 1;
-            }
-            self.decisions.push(d);
-        }
+        apply(&mut self.book, &mut self.next_id, &out, now);
+        self.decisions.extend(out);
     }
 
     pub fn weight(&mut self, t: UnixMillis, kg: f64) {
