@@ -14,7 +14,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::v5::AsyncClient;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Publish;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +71,8 @@ pub struct BatchConfig {
     /// How long to wait for more messages after the first (≤ 5 ms keeps
     /// alarm latency low).
     pub max_wait: Duration,
+    /// Stop waiting when no message has come for this long.
+    pub max_idle: Duration,
 }
 
 impl Default for BatchConfig {
@@ -76,6 +80,7 @@ impl Default for BatchConfig {
         BatchConfig {
             max_messages: 1_000,
             max_wait: Duration::from_millis(5),
+            max_idle: Duration::from_millis(1),
         }
     }
 }
@@ -88,6 +93,11 @@ struct ErrorReply<'a> {
     topic: &'a str,
     #[serde(rename = "ref")]
     reference: &'a str,
+}
+
+/// The topic of a publish (MQTT 5 carries it as bytes; not UTF-8 is not ours).
+fn topic_of(p: &Publish) -> &str {
+    std::str::from_utf8(&p.topic).unwrap_or("")
 }
 
 /// One received publish, in arrival order, and what became of it.
@@ -141,6 +151,10 @@ impl<S: Sink> Batcher<S> {
     }
 
     /// Adds what arrives within `max_wait` of the first message.
+    ///
+    /// It also stops when nothing has come for `max_idle`: the broker sends
+    /// no more than its in-flight window before it sees acknowledgements, so
+    /// once the window has arrived, waiting longer only delays them.
     async fn collect_more(&mut self, received: &mut Vec<Received>) {
         let deadline = tokio::time::Instant::now() + self.config.max_wait;
         while received.len() < self.config.max_messages {
@@ -157,7 +171,7 @@ impl<S: Sink> Batcher<S> {
                     Some(r) => received.push(r),
                     None => return,
                 },
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + self.config.max_idle)) => return,
             }
         }
     }
@@ -190,7 +204,7 @@ impl<S: Sink> Batcher<S> {
                     rejection,
                     reference,
                 } => {
-                    self.reply(err_topic, &r.publish.topic, rejection, reference);
+                    self.reply(err_topic, topic_of(&r.publish), rejection, reference);
                 }
                 Item::Accepted { index } => {
                     let message = &messages[*index];
@@ -206,7 +220,12 @@ impl<S: Sink> Batcher<S> {
                         Some(Disposition::Quarantined(rejection)) => {
                             self.metrics.quarantined.inc();
                             let err_topic = self.root.topic(&message.device, Channel::Err);
-                            self.reply(&err_topic, &r.publish.topic, rejection, &message.reference);
+                            self.reply(
+                                &err_topic,
+                                topic_of(&r.publish),
+                                rejection,
+                                &message.reference,
+                            );
                         }
                         None => error!("BUG: the sink returned fewer dispositions than messages"),
                     }
@@ -219,7 +238,7 @@ impl<S: Sink> Batcher<S> {
     }
 
     fn classify(&self, r: &Received, now: UnixMillis, messages: &mut Vec<Message>) -> Item {
-        let (device, channel) = match self.root.parse(&r.publish.topic) {
+        let (device, channel) = match self.root.parse(topic_of(&r.publish)) {
             ParsedTopic::Device(device, channel) => (device, channel),
             ParsedTopic::BadDeviceId(raw, _) => {
                 return Item::Rejected {
@@ -235,7 +254,7 @@ impl<S: Sink> Batcher<S> {
                 };
             }
             ParsedTopic::Other => {
-                debug!(topic = %r.publish.topic, "ignoring a message outside the protocol");
+                debug!(topic = %topic_of(&r.publish), "ignoring a message outside the protocol");
                 return Item::Foreign;
             }
         };

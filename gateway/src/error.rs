@@ -97,6 +97,4 @@ pub enum Error {
     MqttUrl { url: String, reason: String },
     #[error("invalid topic root {0:?}: it must be one or more topic levels without wildcards")]
     TopicRoot(String),
-    #[error("MQTT client request failed: {0}")]
-    Client(#[from] rumqttc::ClientError),
 }

@@ -39,7 +39,8 @@ pub use mqtt::{BrokerAddress, MqttConfig};
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, EventLoop, QoS};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, EventLoop};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;

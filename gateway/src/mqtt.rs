@@ -1,5 +1,15 @@
 //! The broker connection: options, and the poll loop.
 //!
+//! The gateway speaks MQTT 5 to the broker (devices may speak 3.1.1): its
+//! CONNECT carries a Receive Maximum, the number of unacknowledged QoS 1
+//! messages the broker may have in flight to it. Because the gateway
+//! acknowledges only after the commit, that window, divided by the commit
+//! latency, caps ingest. For a 3.1.1 client Mosquitto applies its own
+//! `max_inflight_messages` (20 by default), far too few; for an MQTT 5
+//! client it applies the client's Receive Maximum, so vaka runs fast
+//! against a stock Mosquitto. The session is persistent (clean start off,
+//! session expiry "never").
+//!
 //! rumqttc's `EventLoop::poll` owns the socket and must never be blocked: it
 //! also sends our acknowledgements and keep-alives. So the loop here does
 //! nothing but poll, keep the subscriptions alive, and forward each incoming
@@ -14,10 +24,10 @@
 
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, NetworkOptions,
-    Outgoing, Publish, QoS,
-};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Publish};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions};
+use rumqttc::{NetworkOptions, Outgoing};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -34,8 +44,8 @@ pub struct MqttConfig {
     /// Fixed, so the broker keeps our persistent session across restarts.
     pub client_id: String,
     pub keep_alive: Duration,
-    /// rumqttc's in-flight window for our own publishes; match the broker's
-    /// `max_inflight_messages`.
+    /// The Receive Maximum: unacknowledged QoS 1 messages the broker may
+    /// have in flight to the gateway.
     pub inflight: u16,
     /// Largest packet accepted from the broker. Far above the validation
     /// limit on purpose: a too-large payload must reach validation and be
@@ -49,7 +59,7 @@ impl MqttConfig {
             url: url.into(),
             client_id: client_id.into(),
             keep_alive: Duration::from_secs(15),
-            inflight: 100,
+            inflight: 10_000,
             max_packet_bytes: 16 * 1024 * 1024,
         }
     }
@@ -100,25 +110,26 @@ impl BrokerAddress {
 pub(crate) fn connect(config: &MqttConfig) -> Result<(AsyncClient, EventLoop), Error> {
     let addr = BrokerAddress::parse(&config.url)?;
     let mut options = MqttOptions::new(&config.client_id, addr.host, addr.port);
+    let packet = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
+    // Room for the acknowledgements of a whole in-flight window.
+    let requests = usize::from(config.inflight).max(1_000) * 2;
     options
         .set_keep_alive(config.keep_alive)
-        .set_clean_session(false)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(u32::MAX))
+        .set_receive_maximum(Some(config.inflight.max(1)))
         .set_manual_acks(true)
-        .set_inflight(config.inflight)
-        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
-        // Room for the acknowledgements of a whole in-flight window.
-        .set_request_channel_capacity(usize::from(config.inflight).max(1000) * 4);
+        .set_max_packet_size(Some(packet))
+        .set_request_channel_capacity(requests)
+        .set_connection_timeout(10);
     if let Some((user, pass)) = addr.credentials {
         options.set_credentials(user, pass);
     }
-    let (client, mut eventloop) =
-        AsyncClient::new(options, usize::from(config.inflight).max(64) * 8);
     let mut network = NetworkOptions::new();
     // Nagle's algorithm would hold our acks and replies back by ~15 ms a hop.
     network.set_tcp_nodelay(true);
-    network.set_connection_timeout(10);
-    eventloop.set_network_options(network);
-    Ok((client, eventloop))
+    options.set_network_options(network);
+    Ok(AsyncClient::new(options, requests))
 }
 
 /// One received publish and when it arrived.
@@ -153,9 +164,8 @@ impl PollLoop {
                     backoff = Duration::from_millis(100);
                     // Subscribing again is harmless with a present session and
                     // necessary when the broker lost it.
-                    let filters = Channel::INBOUND.map(|c| {
-                        rumqttc::SubscribeFilter::new(self.root.filter(c), QoS::AtLeastOnce)
-                    });
+                    let filters = Channel::INBOUND
+                        .map(|c| Filter::new(self.root.filter(c), QoS::AtLeastOnce));
                     if let Err(e) = self.client.try_subscribe_many(filters) {
                         warn!(error = %e, "could not queue the subscription");
                     }
@@ -173,7 +183,7 @@ impl PollLoop {
                         }
                         Err(mpsc::error::TrySendError::Full(r)) => {
                             self.metrics.intake_dropped.inc();
-                            warn!(topic = %r.publish.topic, qos = ?r.publish.qos, "intake full; message dropped (QoS 1 is redelivered on reconnect)");
+                            warn!(qos = ?r.publish.qos, "intake full; message dropped (QoS 1 is redelivered on reconnect)");
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             debug!("batcher gone; not forwarding (the broker will redeliver)");
@@ -186,7 +196,7 @@ impl PollLoop {
                     // broker without our session would not keep messages.
                     self.set_connected(true);
                 }
-                Ok(Event::Incoming(Incoming::Disconnect)) => {
+                Ok(Event::Incoming(Incoming::Disconnect(_))) => {
                     warn!("the broker disconnected us");
                     self.set_connected(false);
                 }

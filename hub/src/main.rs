@@ -81,8 +81,9 @@ struct ServeArgs {
     #[arg(long, env = "VAKA_MQTT_CLIENT_ID", default_value = "vaka-gateway")]
     mqtt_client_id: String,
 
-    /// In-flight window for QoS 1; match the broker's max_inflight_messages.
-    #[arg(long, env = "VAKA_MQTT_INFLIGHT", default_value_t = 100)]
+    /// MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may
+    /// have in flight to the gateway (vaka acknowledges after each commit).
+    #[arg(long, env = "VAKA_MQTT_INFLIGHT", default_value_t = 10_000)]
     mqtt_inflight: u16,
 
     /// Address for the HTTP API, websocket and dashboard (port 0: any free port).
@@ -293,6 +294,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         batch: BatchConfig {
             max_messages: args.batch_max.max(1),
             max_wait: Duration::from_millis(args.batch_wait_ms),
+            ..BatchConfig::default()
         },
     };
     vaka_hub::run(config, store, listener, shutdown_on_signal())
