@@ -79,8 +79,25 @@ pub fn rfc3339(t: UnixMillis) -> String {
         .unwrap_or_default()
 }
 
+/// Serde for a [`UnixMillis`] as an RFC 3339 string.
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use vaka_gateway::UnixMillis;
+
+    pub fn serialize<S: Serializer>(t: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixMillis, D::Error> {
+        let text = String::deserialize(d)?;
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|t| UnixMillis(t.timestamp_millis()))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 fn ser_time<S: serde::Serializer>(t: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*t))
+    rfc3339::serialize(t, s)
 }
 
 fn ser_opt_time<S: serde::Serializer>(t: &Option<UnixMillis>, s: S) -> Result<S::Ok, S::Error> {

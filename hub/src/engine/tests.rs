@@ -261,7 +261,7 @@ proptest! {
                 RuleId::WeightGain3d => {
                     prop_assert_eq!(f.evidence.len(), 2);
                     let (old, new) = (&f.evidence[0], &f.evidence[1]);
-                    prop_assert!(new.time - old.time <= 4 * UnixMillis::DAY, "reference outside the window");
+                    prop_assert!(new.time.millis_since(old.time) <= 4 * UnixMillis::DAY, "reference outside the window");
                     let gain = (new.value.unwrap_or(0.0) * 10.0).round() - (old.value.unwrap_or(0.0) * 10.0).round();
                     prop_assert!(gain > 20.0, "gain {} tenths", gain);
                 }
@@ -272,13 +272,13 @@ proptest! {
                         _ => false,
                     });
                     prop_assert!(crisis, "{:?}", f.evidence);
-                    let times: Vec<i64> = f.evidence.iter().map(|e| e.time).collect();
+                    let times: Vec<i64> = f.evidence.iter().map(|e| e.time.0).collect();
                     let span = times.iter().max().unwrap_or(&0) - times.iter().min().unwrap_or(&0);
                     prop_assert!(span <= 5 * MIN, "a confirmation outside 5 min");
                 }
                 RuleId::Fall | RuleId::HelpButton => {
                     prop_assert_eq!(f.evidence.len(), 1);
-                    prop_assert_eq!(f.evidence[0].time, f.first_reading_at.0);
+                    prop_assert_eq!(f.evidence[0].time, f.first_reading_at);
                 }
                 _ => {}
             }

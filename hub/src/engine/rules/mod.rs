@@ -100,8 +100,9 @@ impl RuleId {
 /// A reading that contributed to a finding, as shown to the nurse.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Evidence {
-    /// Data time, ms since the epoch.
-    pub time: i64,
+    /// Data time (RFC 3339 in JSON).
+    #[serde(with = "crate::alerts::rfc3339")]
+    pub time: UnixMillis,
     pub device_id: String,
     /// A metric (`sys`, `weight`) or event name (`fall`).
     pub name: String,
@@ -114,7 +115,7 @@ pub struct Evidence {
 impl Evidence {
     pub fn observation(device: &str, o: &Observation) -> Evidence {
         Evidence {
-            time: o.time.0,
+            time: o.time,
             device_id: device.to_owned(),
             name: o.metric.as_str().to_owned(),
             value: Some(o.value),
@@ -124,7 +125,7 @@ impl Evidence {
 
     pub fn event(device: &str, e: &Event) -> Evidence {
         Evidence {
-            time: e.time.0,
+            time: e.time,
             device_id: device.to_owned(),
             name: e.kind.as_str().to_owned(),
             value: None,

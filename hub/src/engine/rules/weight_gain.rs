@@ -81,7 +81,7 @@ fn evaluate(state: &mut PatientState, day: i32, ctx: &mut Context<'_>) {
     let evidence = [reference, today]
         .iter()
         .map(|w| Evidence {
-            time: w.time.0,
+            time: w.time,
             device_id: ctx.device_name(w.device).to_owned(),
             name: Metric::Weight.as_str().to_owned(),
             value: Some(w.kg),
