@@ -48,8 +48,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     let store = Store::connect(&database_url).await?;
     store.migrate().await?;
 
+    // Devices speak MQTT 3.1.1, the gateway MQTT 5: one listener each.
     let mqtt_port = free_port()?;
-    start_broker(mqtt_port)?;
+    let gateway_port = free_port()?;
+    start_broker(mqtt_port, gateway_port)?;
 
     let roster = vaka_sim::roster(options.seed, options.patients);
     register(&store, &roster).await?;
@@ -82,7 +84,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     let topic_root = TopicRoot::new(TOPIC_ROOT)?;
     let mqtt_url = format!("mqtt://127.0.0.1:{mqtt_port}");
     let config = HubConfig {
-        mqtt: MqttConfig::new(mqtt_url.clone(), "vaka-demo-gateway"),
+        mqtt: MqttConfig::new(
+            format!("mqtt://127.0.0.1:{gateway_port}"),
+            "vaka-demo-gateway",
+        ),
         topic_root,
         api_token: token,
         limits: Default::default(),
@@ -135,22 +140,21 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Starts rumqttd on its own thread (it runs its own runtimes and blocks).
-fn start_broker(port: u16) -> Result<(), DemoError> {
+fn start_broker(devices_port: u16, gateway_port: u16) -> Result<(), DemoError> {
     use std::collections::HashMap;
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 60_000,
-        max_payload_size: 1024 * 1024,
-        max_inflight_count: 1000,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "demo".into(),
+    let server = |name: &str, port: u16| rumqttd::ServerSettings {
+        name: name.into(),
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         tls: None,
         next_connection_delay_ms: 1,
-        connections,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 1024 * 1024,
+            max_inflight_count: 1000,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
     };
     let config = rumqttd::Config {
         router: rumqttd::RouterConfig {
@@ -160,7 +164,14 @@ fn start_broker(port: u16) -> Result<(), DemoError> {
             max_segment_count: 10,
             ..Default::default()
         },
-        v4: Some(HashMap::from([("demo".to_owned(), server)])),
+        v4: Some(HashMap::from([(
+            "devices".to_owned(),
+            server("devices", devices_port),
+        )])),
+        v5: Some(HashMap::from([(
+            "gateway".to_owned(),
+            server("gateway", gateway_port),
+        )])),
         ..Default::default()
     };
     let mut broker = rumqttd::Broker::new(config);

@@ -2,6 +2,7 @@
 //! PostgreSQL (or SQLite), each test in its own database and topic root.
 
 mod crash;
+mod demo;
 mod ingest;
 mod support;
 mod validation;

@@ -143,7 +143,7 @@ pub async fn count(store: &Store, sql: &'static str) -> Result<i64> {
 
 /// The `vaka` binary next to this test binary (`target/<profile>/vaka`),
 /// built first if it is not there.
-fn vaka_binary() -> Result<PathBuf> {
+pub fn vaka_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
