@@ -110,7 +110,11 @@ pub async fn run(
     intake.spawn(gateway.run(ingest, intake_stop.clone()));
     let http_stop = intake_stop.clone();
     let http = intake.spawn(async move { http::serve(listener, app, http_stop).await });
-    intake.spawn(maintain(store.clone(), intake_stop.clone()));
+    intake.spawn(maintain(
+        store.clone(),
+        metrics.clone(),
+        intake_stop.clone(),
+    ));
     intake.close();
     let engine_task = tokio::spawn(engine.run(engine_stop.clone()));
 
@@ -146,11 +150,25 @@ async fn http_failed(handle: tokio::task::JoinHandle<std::io::Result<()>>) -> Re
     }
 }
 
-/// Hourly upkeep: monthly partitions ahead of time.
-async fn maintain(store: Store, stop: CancellationToken) {
+/// Hourly upkeep: monthly partitions ahead of time, and a look at
+/// TimescaleDB's background jobs.
+async fn maintain(store: Store, metrics: metrics::Metrics, stop: CancellationToken) {
     loop {
         if let Err(e) = store.maintain().await {
             warn!(error = %e, "database upkeep failed; retrying in an hour");
+        }
+        match store.failed_timescale_jobs().await {
+            Ok(failed) => {
+                let failed = failed.unwrap_or(-1);
+                if failed > 0 {
+                    warn!(
+                        failed,
+                        "TimescaleDB jobs failed; see timescaledb_information.job_stats"
+                    );
+                }
+                metrics.engine.timescale_failed_jobs.set(failed);
+            }
+            Err(e) => warn!(error = %e, "could not read TimescaleDB job stats"),
         }
         tokio::select! {
             _ = stop.cancelled() => return,

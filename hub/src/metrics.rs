@@ -18,7 +18,8 @@ pub struct EngineMetrics {
     pub alert_changes: Counter,
     pub commands_sent: Counter,
     pub patients: Gauge,
-    pub store_ready: Gauge,
+    /// TimescaleDB jobs whose last run failed (-1: no TimescaleDB).
+    pub timescale_failed_jobs: Gauge,
     pub alert_store_failures: Counter,
 }
 
@@ -55,9 +56,9 @@ impl Metrics {
             e.patients.clone(),
         );
         r.register(
-            "store_ready",
-            "1 while the database answers",
-            e.store_ready.clone(),
+            "timescale_failed_jobs",
+            "TimescaleDB background jobs whose last run failed (-1 without TimescaleDB)",
+            e.timescale_failed_jobs.clone(),
         );
         r.register(
             "alert_store_failures",

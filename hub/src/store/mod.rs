@@ -133,6 +133,14 @@ impl Store {
         Ok(())
     }
 
+    /// TimescaleDB jobs whose last run failed (`None`: no TimescaleDB).
+    pub async fn failed_timescale_jobs(&self) -> Result<Option<i64>> {
+        match self {
+            Store::Postgres(pool) => pg::failed_timescale_jobs(pool).await,
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// How observations are laid out: "hypertable", "partitioned" or "table".
     pub async fn observations_layout(&self) -> Result<&'static str> {
         match self {

@@ -188,3 +188,23 @@ pub(super) async fn observations_layout(pool: &PgPool) -> Result<&'static str> {
     .await?;
     Ok(if partitioned { "partitioned" } else { "table" })
 }
+
+/// TimescaleDB background jobs whose last run failed; `None` without
+/// TimescaleDB. Its scheduler has been seen failing on PostgreSQL 15.20
+/// while the same job run by hand works, so vaka reports rather than
+/// assumes that compression and retention ran.
+pub(super) async fn failed_timescale_jobs(pool: &PgPool) -> Result<Option<i64>> {
+    let (timescale,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
+            .fetch_one(pool)
+            .await?;
+    if !timescale {
+        return Ok(None);
+    }
+    let (failed,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM timescaledb_information.job_stats WHERE last_run_status = 'Failed'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Some(failed))
+}

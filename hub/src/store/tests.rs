@@ -63,6 +63,8 @@ async fn migrations_are_idempotent_and_pick_the_right_layout() {
             .await
             .expect("a second migrate is a no-op");
         let layout = t.store.observations_layout().await.expect("layout");
+        let failed_jobs = t.store.failed_timescale_jobs().await.expect("job stats");
+        assert_eq!(failed_jobs.is_some(), layout == "hypertable");
         match &t.store {
             Store::Sqlite(_) => assert_eq!(layout, "table"),
             Store::Postgres(pool) => {
