@@ -319,8 +319,10 @@ impl<S: Sink> Batcher<S> {
 
     fn reply(&self, err_topic: &str, topic: &str, rejection: &Rejection, reference: &str) {
         self.metrics.reject(rejection.code);
-        // Device ids are pseudonymous; the detail never holds patient data.
-        info!(%topic, code = %rejection.code, detail = %rejection.detail, %reference, "message rejected");
+        // The detail may quote a reading, which is health data: only at
+        // debug level. The code and reference say enough to find it.
+        info!(%topic, code = %rejection.code, %reference, "message rejected");
+        debug!(%topic, detail = %rejection.detail, "rejection detail");
         let reply = ErrorReply {
             code: rejection.code.as_str(),
             detail: &rejection.detail,
