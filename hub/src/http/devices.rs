@@ -49,23 +49,39 @@ async fn register(
 
 async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<AppJson<Vec<Device>>, ApiError> {
-    Ok(AppJson(state.store.devices().await?))
+    let devices = state.store.devices().await?;
+    state
+        .audit(
+            &caller,
+            "devices.view",
+            None,
+            Some(format!("{} devices", devices.len())),
+        )
+        .await?;
+    Ok(AppJson(devices))
 }
 
 async fn show(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<Device>, ApiError> {
-    Ok(AppJson(
-        state
-            .store
-            .device(&id)
-            .await?
-            .ok_or(ApiError::NotFound("device"))?,
-    ))
+    let device = state
+        .store
+        .device(&id)
+        .await?
+        .ok_or(ApiError::NotFound("device"))?;
+    state
+        .audit(
+            &caller,
+            "device.view",
+            device.patient_id.as_deref(),
+            Some(id),
+        )
+        .await?;
+    Ok(AppJson(device))
 }
 
 #[derive(Debug, Deserialize)]
