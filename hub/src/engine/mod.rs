@@ -11,6 +11,7 @@
 //! per patient: [`Engine::tick`] pops what is due.
 
 pub mod clock;
+pub mod ctg;
 pub mod patient;
 pub mod rules;
 pub mod task;

@@ -1,0 +1,1 @@
+//! Incremental CTG analysis (being written).
