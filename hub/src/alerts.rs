@@ -2,8 +2,13 @@
 //! the nurses' actions into [`Change`]s that the engine task then stores
 //! and broadcasts.
 //!
-//! `open → acknowledged → resolved(outcome, note)`. At most one active alert
-//! per patient + rule (+ device for technical rules): a repeat updates it
+//! `open → acknowledged → resolved(outcome, note)`; medium and low alerts may
+//! be snoozed (with a reason, for at most 24 h, at most 3 times), high ones
+//! never. An open alert nobody acknowledges escalates to the next level of
+//! staff (high after 5 min, medium after 30 min, configurable), up to level
+//! 2. Self-clearing alerts (technical, missing data) are resolved by the
+//! system when their condition clears. At most one active alert per
+//! patient + rule (+ device for technical rules): a repeat updates it
 //! (`count`, last reading) instead of making noise.
 //!
 //! Idempotence: every alert remembers the data time of its latest triggering
@@ -68,6 +73,15 @@ pub struct Alert {
     pub resolved_by: Option<String>,
     pub outcome: Option<String>,
     pub note: Option<String>,
+    /// 0: the nurse responsible; 1: the nurse in charge; 2: the physician.
+    pub escalation_level: i32,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub escalated_at: Option<UnixMillis>,
+    /// Since when the alert waits for someone (opened, or back from snooze).
+    #[serde(serialize_with = "ser_time")]
+    pub attention_since: UnixMillis,
+    pub snooze_reason: Option<String>,
+    pub snooze_count: i32,
     /// Bumped on every change, so a client can drop stale updates.
     pub version: i32,
 }
@@ -132,6 +146,8 @@ pub struct Change {
 pub enum ActionError {
     #[error("no such alert")]
     NotFound,
+    #[error("a high alert cannot be snoozed")]
+    NotSnoozable,
     #[error("the alert is already resolved")]
     AlreadyResolved,
     #[error("the alert is already acknowledged")]
@@ -143,9 +159,63 @@ pub enum ActionError {
 /// The actor name for changes the system makes itself.
 pub const SYSTEM: &str = "system";
 
+/// How alerts escalate and how long they may be snoozed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub escalate_high_after_ms: i64,
+    pub escalate_medium_after_ms: i64,
+    pub max_escalation_level: i32,
+    pub max_snooze_ms: i64,
+    pub max_snoozes: i32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            escalate_high_after_ms: 5 * UnixMillis::MINUTE,
+            escalate_medium_after_ms: 30 * UnixMillis::MINUTE,
+            max_escalation_level: 2,
+            max_snooze_ms: 24 * UnixMillis::HOUR,
+            max_snoozes: 3,
+        }
+    }
+}
+
+impl Policy {
+    fn escalation_interval(&self, severity: Severity) -> Option<i64> {
+        match severity {
+            Severity::High => Some(self.escalate_high_after_ms),
+            Severity::Medium => Some(self.escalate_medium_after_ms),
+            Severity::Low => None,
+        }
+    }
+
+    /// When an open alert next escalates, if it does.
+    fn next_escalation(&self, a: &Alert) -> Option<UnixMillis> {
+        if a.state != AlertState::Open || a.escalation_level >= self.max_escalation_level {
+            return None;
+        }
+        let every = self.escalation_interval(a.severity)?;
+        Some(
+            a.attention_since
+                .plus_millis(every * i64::from(a.escalation_level + 1)),
+        )
+    }
+}
+
+/// Who an escalation level reaches, in Swedish.
+fn level_name(level: i32) -> &'static str {
+    match level {
+        0 => "ansvarig sjuksköterska",
+        1 => "arbetsledande sjuksköterska",
+        _ => "jourhavande läkare",
+    }
+}
+
 /// The latest alert of every patient + rule (+ device).
 #[derive(Debug, Default)]
 pub struct AlertBook {
+    policy: Policy,
     /// patient id ("" for none) → alerts of that patient, one per (rule, device).
     by_patient: HashMap<String, Vec<Alert>>,
     /// alert id → patient id, for the nurses' actions.
@@ -158,8 +228,11 @@ fn patient_key(patient_id: Option<&str>) -> &str {
 
 impl AlertBook {
     /// Builds the book from the latest stored alert of each key.
-    pub fn load(latest: impl IntoIterator<Item = Alert>) -> AlertBook {
-        let mut book = AlertBook::default();
+    pub fn load(latest: impl IntoIterator<Item = Alert>, policy: Policy) -> AlertBook {
+        let mut book = AlertBook {
+            policy,
+            ..AlertBook::default()
+        };
         for a in latest {
             book.put(a);
         }
@@ -247,6 +320,12 @@ impl AlertBook {
                 trigger,
                 reason,
             } => self.withdraw(patient_id, *rule, *trigger, reason, now),
+            Decision::Clear {
+                rule,
+                patient_id,
+                device_id,
+                reason,
+            } => self.clear(patient_id, *rule, device_id.as_deref(), reason, now),
             Decision::Command { .. } => None,
         }
     }
@@ -329,7 +408,7 @@ impl AlertBook {
             severity: f.rule.severity(),
             state: AlertState::Open,
             confirmed: f.confirmed,
-            plan_version: 0,
+            plan_version: f.plan_version,
             explanation: f.explanation.clone(),
             threshold: f.threshold.clone(),
             readings: f.evidence.clone(),
@@ -345,6 +424,11 @@ impl AlertBook {
             resolved_by: None,
             outcome: None,
             note: None,
+            escalation_level: 0,
+            escalated_at: None,
+            attention_since: now,
+            snooze_reason: None,
+            snooze_count: 0,
             version: 1,
         };
         self.put(alert.clone());
@@ -388,6 +472,153 @@ impl AlertBook {
                 at: now,
             },
         })
+    }
+
+    /// The condition of a self-clearing alert is gone: the system resolves it.
+    fn clear(
+        &mut self,
+        patient_id: &str,
+        rule: RuleId,
+        device_id: Option<&str>,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Option<Change> {
+        let device = device_id.filter(|_| rule.per_device());
+        let a = self
+            .latest_mut(Some(patient_id), rule, device)
+            .filter(|a| a.state.is_active())?;
+        let from = a.state;
+        resolve_in_place(a, SYSTEM, "cleared", Some(reason), now);
+        Some(Change {
+            alert: a.clone(),
+            transition: Transition {
+                action: "cleared",
+                from_state: Some(from),
+                to_state: AlertState::Resolved,
+                actor: SYSTEM.into(),
+                note: Some(reason.to_owned()),
+                at: now,
+            },
+        })
+    }
+
+    /// A nurse puts a medium or low alert aside until `until`.
+    pub fn snooze(
+        &mut self,
+        id: i64,
+        actor: &str,
+        until: UnixMillis,
+        reason: &str,
+        now: UnixMillis,
+    ) -> Result<Change, ActionError> {
+        let policy = self.policy.clone();
+        if reason.trim().is_empty() {
+            return Err(ActionError::Invalid(
+                "a reason is required to snooze".into(),
+            ));
+        }
+        let a = self.by_id_mut(id)?;
+        if a.state == AlertState::Resolved {
+            return Err(ActionError::AlreadyResolved);
+        }
+        if a.severity == Severity::High {
+            return Err(ActionError::NotSnoozable);
+        }
+        if until <= now || until.millis_since(now) > policy.max_snooze_ms {
+            return Err(ActionError::Invalid(format!(
+                "snooze until a time within {} h from now",
+                policy.max_snooze_ms / UnixMillis::HOUR
+            )));
+        }
+        if a.snooze_count >= policy.max_snoozes {
+            return Err(ActionError::Invalid(format!(
+                "the alert has been snoozed {} times already; act on it",
+                a.snooze_count
+            )));
+        }
+        let from = a.state;
+        a.state = AlertState::Snoozed;
+        a.snoozed_until = Some(until);
+        a.snooze_reason = Some(reason.to_owned());
+        a.snooze_count += 1;
+        a.updated_at = now;
+        a.version += 1;
+        Ok(Change {
+            alert: a.clone(),
+            transition: Transition {
+                action: "snoozed",
+                from_state: Some(from),
+                to_state: AlertState::Snoozed,
+                actor: actor.to_owned(),
+                note: Some(reason.to_owned()),
+                at: now,
+            },
+        })
+    }
+
+    /// Time-driven changes: snoozes that end, open alerts that escalate.
+    pub fn tick(&mut self, now: UnixMillis) -> Vec<Change> {
+        let policy = self.policy.clone();
+        let mut changes = Vec::new();
+        for a in self.by_patient.values_mut().flatten() {
+            if a.state == AlertState::Snoozed && a.snoozed_until.is_some_and(|u| u <= now) {
+                a.state = AlertState::Open;
+                a.snoozed_until = None;
+                a.attention_since = now;
+                a.updated_at = now;
+                a.version += 1;
+                changes.push(Change {
+                    alert: a.clone(),
+                    transition: Transition {
+                        action: "unsnoozed",
+                        from_state: Some(AlertState::Snoozed),
+                        to_state: AlertState::Open,
+                        actor: SYSTEM.into(),
+                        note: None,
+                        at: now,
+                    },
+                });
+            }
+            while let Some(at) = policy.next_escalation(a)
+                && at <= now
+            {
+                a.escalation_level += 1;
+                a.escalated_at = Some(now);
+                a.updated_at = now;
+                a.version += 1;
+                let note = format!(
+                    "Inte kvitterat på {} min: eskalerat till {}.",
+                    now.millis_since(a.attention_since) / UnixMillis::MINUTE,
+                    level_name(a.escalation_level)
+                );
+                changes.push(Change {
+                    alert: a.clone(),
+                    transition: Transition {
+                        action: "escalated",
+                        from_state: Some(a.state),
+                        to_state: a.state,
+                        actor: SYSTEM.into(),
+                        note: Some(note),
+                        at: now,
+                    },
+                });
+            }
+        }
+        // Deterministic order for storage and the websocket.
+        changes.sort_by_key(|c| (c.alert.alert_id, c.alert.version));
+        changes
+    }
+
+    /// When [`AlertBook::tick`] next has something to do.
+    pub fn next_deadline(&self) -> Option<UnixMillis> {
+        self.by_patient
+            .values()
+            .flatten()
+            .filter_map(|a| match a.state {
+                AlertState::Snoozed => a.snoozed_until,
+                _ => self.policy.next_escalation(a),
+            })
+            .min()
     }
 
     fn by_id_mut(&mut self, id: i64) -> Result<&mut Alert, ActionError> {
@@ -492,6 +723,7 @@ mod tests {
             patient_id: Some("p1".into()),
             device_id: None,
             confirmed: None,
+            plan_version: 0,
             explanation: format!("at {t}"),
             threshold: "x".into(),
             evidence: vec![],

@@ -92,6 +92,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         api_token: token,
         limits: Default::default(),
         batch: Default::default(),
+        policy: Default::default(),
     };
     let hub = tokio::spawn(crate::run(config, store, listener, shutdown.clone()));
     wait_until_ready(http).await?;

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod plans;
 pub mod store;
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use vaka_gateway::validate::Limits;
 use vaka_gateway::{BatchConfig, Gateway, GatewayConfig, MqttConfig, TopicRoot};
 
 use engine::clock::{Clock, SystemClock};
-use engine::task::EngineTask;
+use engine::task::{EngineDeps, EngineTask};
 use store::{Store, StoreError};
 
 /// How the hub runs.
@@ -46,6 +47,8 @@ pub struct HubConfig {
     pub api_token: String,
     pub limits: Limits,
     pub batch: BatchConfig,
+    /// Escalation and snooze limits of alerts.
+    pub policy: alerts::Policy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,12 +83,15 @@ pub async fn run(
     let (engine_tx, engine_rx) = mpsc::channel(1024);
     let (broadcast, _) = broadcast::channel(1024);
     let engine = EngineTask::start(
-        store.clone(),
-        clock.clone(),
+        EngineDeps {
+            store: store.clone(),
+            clock: clock.clone(),
+            broadcast: broadcast.clone(),
+            gateway: Some(gateway_handle.clone()),
+            metrics: metrics.clone(),
+            policy: config.policy.clone(),
+        },
         engine_rx,
-        broadcast.clone(),
-        Some(gateway_handle.clone()),
-        metrics.clone(),
     )
     .await?;
 

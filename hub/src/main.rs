@@ -114,6 +114,18 @@ struct ServeArgs {
     #[arg(long, env = "VAKA_MAX_READING_AGE_DAYS", default_value_t = 365)]
     max_reading_age_days: i64,
 
+    /// Minutes before an unacknowledged high alert escalates (again each interval, twice).
+    #[arg(long, env = "VAKA_ESCALATE_HIGH_AFTER_MIN", default_value_t = 5)]
+    escalate_high_after_min: i64,
+
+    /// Minutes before an unacknowledged medium alert escalates.
+    #[arg(long, env = "VAKA_ESCALATE_MEDIUM_AFTER_MIN", default_value_t = 30)]
+    escalate_medium_after_min: i64,
+
+    /// Longest snooze of a medium or low alert, in hours.
+    #[arg(long, env = "VAKA_MAX_SNOOZE_HOURS", default_value_t = 24)]
+    max_snooze_hours: i64,
+
     /// Do not apply database migrations at start.
     #[arg(long, env = "VAKA_NO_MIGRATE")]
     no_migrate: bool,
@@ -295,6 +307,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             max_messages: args.batch_max.max(1),
             max_wait: Duration::from_millis(args.batch_wait_ms),
             ..BatchConfig::default()
+        },
+        policy: vaka_hub::alerts::Policy {
+            escalate_high_after_ms: args.escalate_high_after_min * UnixMillis::MINUTE,
+            escalate_medium_after_ms: args.escalate_medium_after_min * UnixMillis::MINUTE,
+            max_snooze_ms: args.max_snooze_hours * UnixMillis::HOUR,
+            ..Default::default()
         },
     };
     vaka_hub::run(config, store, listener, shutdown_on_signal())

@@ -6,10 +6,12 @@
 //! returns [`Decision`]s. It never awaits, so evaluating a reading costs
 //! nanoseconds, and tests and `vaka replay` drive it with any clock.
 //!
-//! Absences (no repeat of a crisis reading within 5 min …) are found by a
-//! single deadline queue, a `BTreeSet<(when, patient, rule)>`, not a timer
-//! per patient: [`Engine::tick`] pops what is due.
+//! Absences (no repeat of a crisis reading within 5 min, no dose taken, no
+//! heartbeat, no scheduled reading) are found by a single deadline queue, a
+//! `BTreeSet<(when, patient, rule)>`, not a timer per patient:
+//! [`Engine::tick`] pops what is due.
 
+pub mod absorb;
 pub mod clock;
 pub mod ctg;
 pub mod patient;
@@ -23,8 +25,10 @@ use vaka_gateway::UnixMillis;
 use vaka_gateway::model::Content;
 
 use crate::alerts::AlertBook;
+use crate::plans::Plan;
+use absorb::Absorbed;
 use patient::{DeviceRef, PatientState};
-use rules::{Context, Decision, Input, Rule, RuleId, Thresholds};
+use rules::{Context, Decision, Input, Rule, RuleId};
 
 pub struct Engine {
     rules: Vec<Box<dyn Rule>>,
@@ -34,7 +38,8 @@ pub struct Engine {
     devices: Vec<Arc<str>>,
     device_index: HashMap<Arc<str>, u32>,
     deadlines: BTreeSet<(UnixMillis, u32, RuleId)>,
-    defaults: Arc<Thresholds>,
+    /// Reused between messages, so the hot path does not allocate.
+    scratch: Absorbed,
 }
 
 impl Default for Engine {
@@ -43,39 +48,105 @@ impl Default for Engine {
     }
 }
 
+/// Every rule of ARCHITECTURE §4, each once.
+fn all_rules() -> Vec<Box<dyn Rule>> {
+    vec![
+        Box::new(rules::WeightGain1d),
+        Box::new(rules::WeightGain3d),
+        Box::new(rules::WeightTrend),
+        Box::new(rules::BpCrisis::default()),
+        Box::new(rules::BpAverage),
+        Box::new(rules::Hypotension::default()),
+        Box::new(rules::HeartRate::default()),
+        Box::new(rules::Spo2::default()),
+        Box::new(rules::FetalBaseline),
+        Box::new(rules::FetalVariability),
+        Box::new(rules::FetalDeceleration),
+        Box::new(rules::CtgSignalLoss),
+        Box::new(rules::MissedDose),
+        Box::new(rules::RefillDue),
+        Box::new(rules::DispenserFault),
+        Box::new(rules::Fall),
+        Box::new(rules::HelpButton),
+        Box::new(rules::MissingMeasurement),
+        Box::new(rules::DeviceOffline),
+        Box::new(rules::LowBattery),
+    ]
+}
+
 impl Engine {
-    /// An engine with the default rules and thresholds.
     pub fn new() -> Engine {
         Engine {
-            rules: vec![
-                Box::new(rules::WeightGain3d),
-                Box::new(rules::BpCrisis),
-                Box::new(rules::Fall),
-                Box::new(rules::HelpButton),
-            ],
+            rules: all_rules(),
             patients: Vec::new(),
             patient_ids: Vec::new(),
             patient_index: HashMap::new(),
             devices: Vec::new(),
             device_index: HashMap::new(),
             deadlines: BTreeSet::new(),
-            defaults: Arc::new(Thresholds::default()),
+            scratch: Absorbed::default(),
         }
     }
 
-    /// Starts monitoring a patient (idempotent; updates the time zone).
-    pub fn add_patient(&mut self, patient_id: &str, tz: chrono_tz::Tz) {
-        match self.patient_index.get(patient_id) {
-            Some(&i) => self.patients[i as usize].tz = tz,
+    /// Starts monitoring a patient under `plan`, from `now` on. Adding a
+    /// patient that is already monitored only updates zone and plan.
+    pub fn add_patient(
+        &mut self,
+        patient_id: &str,
+        tz: chrono_tz::Tz,
+        plan: Arc<Plan>,
+        now: UnixMillis,
+        book: &AlertBook,
+        out: &mut Vec<Decision>,
+    ) {
+        let p = match self.patient_index.get(patient_id) {
+            Some(&i) => {
+                self.patients[i as usize].tz = tz;
+                i
+            }
             None => {
                 let id: Arc<str> = patient_id.into();
-                self.patient_index
-                    .insert(id.clone(), self.patients.len() as u32);
+                let i = self.patients.len() as u32;
+                self.patient_index.insert(id.clone(), i);
                 self.patient_ids.push(id);
-                self.patients
-                    .push(PatientState::new(tz, self.defaults.clone()));
+                self.patients.push(PatientState::new(tz, plan.clone(), now));
+                i
             }
+        };
+        self.set_plan_of(p, plan, now, book, out);
+    }
+
+    /// A new plan takes effect at once (thresholds, rules, schedule).
+    pub fn set_plan(
+        &mut self,
+        patient_id: &str,
+        plan: Arc<Plan>,
+        now: UnixMillis,
+        book: &AlertBook,
+        out: &mut Vec<Decision>,
+    ) {
+        if let Some(&p) = self.patient_index.get(patient_id) {
+            self.set_plan_of(p, plan, now, book, out);
         }
+    }
+
+    fn set_plan_of(
+        &mut self,
+        p: u32,
+        plan: Arc<Plan>,
+        now: UnixMillis,
+        book: &AlertBook,
+        out: &mut Vec<Decision>,
+    ) {
+        self.patients[p as usize].set_plan(plan);
+        self.run(
+            p,
+            DeviceRef(u32::MAX),
+            now,
+            book,
+            out,
+            |rule, state, ctx| rule.on_plan(state, ctx),
+        );
     }
 
     pub fn has_patient(&self, patient_id: &str) -> bool {
@@ -86,11 +157,11 @@ impl Engine {
         self.patients.len()
     }
 
-    fn patient(&mut self, patient_id: &str) -> u32 {
-        if !self.has_patient(patient_id) {
-            self.add_patient(patient_id, chrono_tz::Europe::Stockholm);
-        }
-        self.patient_index[patient_id]
+    /// The plan a patient is monitored under.
+    pub fn plan(&self, patient_id: &str) -> Option<&Arc<Plan>> {
+        self.patient_index
+            .get(patient_id)
+            .map(|&i| &self.patients[i as usize].plan)
     }
 
     fn device(&mut self, device_id: &str) -> DeviceRef {
@@ -105,7 +176,8 @@ impl Engine {
     }
 
     /// Evaluates the new records of one message. `arrived` is when the
-    /// message reached the hub (hub clock).
+    /// message reached the hub (hub clock). An unknown patient is watched
+    /// from now on, under the default plan.
     pub fn ingest(
         &mut self,
         patient_id: &str,
@@ -115,32 +187,49 @@ impl Engine {
         book: &AlertBook,
         out: &mut Vec<Decision>,
     ) {
-        let input = match content {
-            Content::Observations(obs) => Input::Observations(obs),
-            Content::Events(events) => Input::Events(events),
-            Content::Status(_) => return,
-        };
-        let p = self.patient(patient_id);
+        if !self.has_patient(patient_id) {
+            self.add_patient(
+                patient_id,
+                chrono_tz::Europe::Stockholm,
+                Arc::default(),
+                arrived,
+                book,
+                out,
+            );
+        }
+        let p = self.patient_index[patient_id];
         let device = self.device(device_id);
-        let mut wake_at = Vec::new();
-        let state = &mut self.patients[p as usize];
-        let pid = &self.patient_ids[p as usize];
-        let active = |rule: RuleId| book.is_active(Some(pid), rule, None);
-        let mut ctx = Context {
-            patient_id: pid,
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        absorb::absorb(
+            &mut self.patients[p as usize],
             device,
-            devices: &self.devices,
-            arrived,
-            active: &active,
-            out,
-            wake_at: &mut wake_at,
+            content,
+            &mut scratch,
+        );
+        let input = match content {
+            Content::Observations(obs) => Input {
+                observations: obs,
+                ..Input::default()
+            },
+            Content::Events(events) => Input {
+                events,
+                ..Input::default()
+            },
+            Content::Status(status) => Input {
+                status,
+                ..Input::default()
+            },
         };
-        for rule in &self.rules {
-            rule.on_input(state, input, &mut ctx);
-        }
-        for (when, rule) in wake_at {
-            self.deadlines.insert((when, p, rule));
-        }
+        let input = Input {
+            weight_days: &scratch.weight_days,
+            vitals: &scratch.vitals,
+            ..input
+        };
+        self.run(p, device, arrived, book, out, |rule, state, ctx| {
+            rule.on_input(state, &input, ctx)
+        });
+        self.scratch = scratch;
     }
 
     /// Runs every deadline that the hub's clock has passed.
@@ -150,26 +239,71 @@ impl Engine {
                 break;
             }
             self.deadlines.pop_first();
-            let Some(rule) = self.rules.iter().find(|r| r.id() == rule_id) else {
-                continue;
-            };
-            let state = &mut self.patients[p as usize];
-            let pid = &self.patient_ids[p as usize];
-            let active = |rule: RuleId| book.is_active(Some(pid), rule, None);
-            let mut wake_at = Vec::new();
-            let mut ctx = Context {
-                patient_id: pid,
-                device: DeviceRef(u32::MAX),
-                devices: &self.devices,
-                arrived: now,
-                active: &active,
+            self.run(
+                p,
+                DeviceRef(u32::MAX),
+                now,
+                book,
                 out,
-                wake_at: &mut wake_at,
-            };
-            rule.on_deadline(state, now, &mut ctx);
-            for (when, rule) in wake_at {
-                self.deadlines.insert((when, p, rule));
+                |rule, state, ctx| {
+                    if rule.id() == rule_id {
+                        rule.on_deadline(state, ctx);
+                    }
+                },
+            );
+        }
+    }
+
+    /// Calls `f` for every rule the patient's plan applies, then files the
+    /// wake-ups they asked for and stamps the plan version on findings.
+    fn run(
+        &mut self,
+        p: u32,
+        device: DeviceRef,
+        now: UnixMillis,
+        book: &AlertBook,
+        out: &mut Vec<Decision>,
+        f: impl Fn(&dyn Rule, &mut PatientState, &mut Context<'_>),
+    ) {
+        let start = out.len();
+        let state = &mut self.patients[p as usize];
+        let pid = &self.patient_ids[p as usize];
+        let active = |rule: RuleId, device: Option<&str>| book.is_active(Some(pid), rule, device);
+        let mut wake_at = Vec::new();
+        let mut ctx = Context {
+            patient_id: pid,
+            device,
+            devices: &self.devices,
+            now,
+            active: &active,
+            out,
+            wake_at: &mut wake_at,
+        };
+        let plan = state.plan.clone();
+        for rule in self.rules.iter().filter(|r| plan.applies(r.id())) {
+            f(rule.as_ref(), state, &mut ctx);
+        }
+        for (when, rule) in wake_at {
+            self.deadlines.insert((when, p, rule));
+        }
+        let mut seen_commands: Vec<String> = Vec::new();
+        let mut i = start;
+        while i < out.len() {
+            match &mut out[i] {
+                Decision::Raise(f) => f.plan_version = plan.version,
+                // The same command twice for one message (say, bp_crisis
+                // and hypotension both asking for a new reading) is one.
+                Decision::Command { device_id, json } => {
+                    let key = format!("{device_id}\u{0}{json}");
+                    if seen_commands.contains(&key) {
+                        out.remove(i);
+                        continue;
+                    }
+                    seen_commands.push(key);
+                }
+                _ => {}
             }
+            i += 1;
         }
     }
 

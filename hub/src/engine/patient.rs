@@ -14,7 +14,7 @@ use ringbuf::storage::Array;
 use ringbuf::traits::Observer;
 use vaka_gateway::UnixMillis;
 
-use super::rules::Thresholds;
+use crate::plans::Plan;
 
 /// A ring buffer of `N` items kept sorted by `Window::key`.
 pub struct Window<T, const N: usize> {
@@ -113,48 +113,242 @@ pub struct DailyWeight {
     pub device: DeviceRef,
 }
 
-/// One blood-pressure reading (sys and dia taken together).
+/// Vital signs one device took at one time: a blood-pressure reading
+/// (sys, dia, usually hr) or a pulse-oximeter reading (spo2, hr).
+///
+/// Stored compactly, in tenths of the unit (a device's own resolution is a
+/// whole mmHg, beat or percent), so 32 readings take under 1 KiB.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BpReading {
+pub struct Vital {
     pub time: UnixMillis,
-    pub sys: Option<f64>,
-    pub dia: Option<f64>,
     pub device: DeviceRef,
+    tenths: [i16; 4],
+}
+
+/// "No value" in a compact slot.
+const NONE: i16 = i16::MIN;
+
+fn to_tenths(v: Option<f64>) -> i16 {
+    v.map_or(NONE, |v| {
+        (v * 10.0).round().clamp(-32_000.0, 32_000.0) as i16
+    })
+}
+
+fn from_tenths(t: i16) -> Option<f64> {
+    (t != NONE).then(|| f64::from(t) / 10.0)
+}
+
+impl Vital {
+    pub fn new(time: UnixMillis, device: DeviceRef) -> Vital {
+        Vital {
+            time,
+            device,
+            tenths: [NONE; 4],
+        }
+    }
+
+    pub fn with(
+        mut self,
+        sys: Option<f64>,
+        dia: Option<f64>,
+        hr: Option<f64>,
+        spo2: Option<f64>,
+    ) -> Vital {
+        self.tenths = [
+            to_tenths(sys),
+            to_tenths(dia),
+            to_tenths(hr),
+            to_tenths(spo2),
+        ];
+        self
+    }
+
+    pub fn sys(&self) -> Option<f64> {
+        from_tenths(self.tenths[0])
+    }
+
+    pub fn dia(&self) -> Option<f64> {
+        from_tenths(self.tenths[1])
+    }
+
+    pub fn hr(&self) -> Option<f64> {
+        from_tenths(self.tenths[2])
+    }
+
+    pub fn spo2(&self) -> Option<f64> {
+        from_tenths(self.tenths[3])
+    }
+
+    /// Sets one of sys (0), dia (1), hr (2), spo2 (3).
+    pub fn set(&mut self, slot: usize, value: f64) {
+        self.tenths[slot] = to_tenths(Some(value));
+    }
+
+    /// Readings are told apart by time and device.
+    pub fn key(&self) -> (UnixMillis, DeviceRef) {
+        (self.time, self.device)
+    }
 }
 
 /// An interned device id: a small index into the engine's device table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceRef(pub u32);
 
+/// The rules with re-measurement before alarm, each with its pending slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remeasured {
+    BpCrisis = 0,
+    Hypotension = 1,
+    HeartRate = 2,
+    Spo2 = 3,
+}
+
+/// A dose of a medicine dispenser, from `dose_due` on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dose {
+    /// The dose id of the events (`vs`), e.g. "2026-12-01-morning".
+    pub id: Box<str>,
+    pub due: UnixMillis,
+    pub device: DeviceRef,
+    pub taken: Option<UnixMillis>,
+    /// The dispenser reported it missed.
+    pub reported_missed: bool,
+}
+
+/// What the engine knows of one of the patient's devices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceState {
+    pub device: DeviceRef,
+    /// The heartbeat the device promises (`hb`), if any.
+    pub heartbeat_ms: Option<i64>,
+    /// Data time of its last status message, and of its last message of any kind.
+    pub last_status: Option<UnixMillis>,
+    pub last_message: Option<UnixMillis>,
+    /// Its last will said offline, or heartbeats are missing.
+    pub offline: bool,
+    pub battery_low: bool,
+    pub fault: bool,
+    pub doses_left: Option<f64>,
+}
+
+impl DeviceState {
+    pub fn new(device: DeviceRef) -> DeviceState {
+        DeviceState {
+            device,
+            heartbeat_ms: None,
+            last_status: None,
+            last_message: None,
+            offline: false,
+            battery_low: false,
+            fault: false,
+            doses_left: None,
+        }
+    }
+}
+
+/// A scheduled daily measurement and when it last came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub metric: vaka_gateway::model::Metric,
+    /// Local time it is due by, in minutes after midnight.
+    pub by_min: u32,
+    pub last: Option<UnixMillis>,
+    /// The device that last sent it (reminders go there).
+    pub device: Option<DeviceRef>,
+    /// The due time a reminder / an alert was already sent for.
+    pub reminded: Option<UnixMillis>,
+    pub alerted: Option<UnixMillis>,
+}
+
+/// A CTG session in progress.
+pub struct CtgState {
+    pub device: DeviceRef,
+    /// Data time of the last sample or session event.
+    pub last_data: UnixMillis,
+}
+
 /// Everything the rules remember about one patient.
 pub struct PatientState {
     pub tz: chrono_tz::Tz,
-    pub thresholds: Arc<Thresholds>,
-    /// First weight of each of the last 8 days with a weighing.
-    pub weights: Window<DailyWeight, 8>,
-    /// The last 8 blood-pressure readings.
-    pub bp: Window<BpReading, 8>,
-    /// A crisis reading waiting for its repeat (the `bp_crisis` rule).
-    pub bp_pending: Option<BpReading>,
+    pub plan: Arc<Plan>,
+    /// When this engine began watching the patient (the start of absences
+    /// when no reading has come yet).
+    pub since: UnixMillis,
+    /// First weight of each of the last 16 days with a weighing.
+    pub weights: Window<DailyWeight, 16>,
+    /// The last 32 vital-sign readings (a week of twice-daily blood pressure).
+    pub vitals: Window<Vital, 32>,
+    /// A dangerous reading waiting for its repeat, per rule.
+    pub pending: [Option<Vital>; 4],
+    /// Recent `patient_symptom` events (data times).
+    pub symptoms: Window<UnixMillis, 4>,
     /// Recent falls and cancellations (data times).
     pub falls: Window<UnixMillis, 4>,
     pub fall_cancels: Window<UnixMillis, 4>,
     /// Recent help-button presses (data times), to recognise duplicates.
     pub help_presses: Window<UnixMillis, 4>,
+    /// The last doses due (at most 8).
+    pub doses: Vec<Dose>,
+    pub devices: Vec<DeviceState>,
+    pub schedule: Vec<Schedule>,
+    pub ctg: Option<Box<CtgState>>,
 }
 
 impl PatientState {
-    pub fn new(tz: chrono_tz::Tz, thresholds: Arc<Thresholds>) -> PatientState {
-        PatientState {
+    pub fn new(tz: chrono_tz::Tz, plan: Arc<Plan>, since: UnixMillis) -> PatientState {
+        let mut state = PatientState {
             tz,
-            thresholds,
+            plan: plan.clone(),
+            since,
             weights: Window::default(),
-            bp: Window::default(),
-            bp_pending: None,
+            vitals: Window::default(),
+            pending: [None; 4],
+            symptoms: Window::default(),
             falls: Window::default(),
             fall_cancels: Window::default(),
             help_presses: Window::default(),
-        }
+            doses: Vec::new(),
+            devices: Vec::new(),
+            schedule: Vec::new(),
+            ctg: None,
+        };
+        state.set_plan(plan);
+        state
+    }
+
+    /// A new plan: the schedule is rebuilt, keeping what is known of the
+    /// measurements it still names.
+    pub fn set_plan(&mut self, plan: Arc<Plan>) {
+        let old = std::mem::take(&mut self.schedule);
+        self.schedule = plan
+            .schedule
+            .iter()
+            .filter_map(|s| {
+                let metric = vaka_gateway::model::Metric::parse(&s.metric)?;
+                let (h, m) = crate::plans::parse_hhmm(&s.by)?;
+                let kept = old.iter().find(|o| o.metric == metric);
+                Some(Schedule {
+                    metric,
+                    by_min: h * 60 + m,
+                    last: kept.and_then(|k| k.last),
+                    device: kept.and_then(|k| k.device),
+                    reminded: kept.and_then(|k| k.reminded),
+                    alerted: kept.and_then(|k| k.alerted),
+                })
+            })
+            .collect();
+        self.plan = plan;
+    }
+
+    pub fn device_mut(&mut self, device: DeviceRef) -> &mut DeviceState {
+        let i = match self.devices.iter().position(|d| d.device == device) {
+            Some(i) => i,
+            None => {
+                self.devices.push(DeviceState::new(device));
+                self.devices.len() - 1
+            }
+        };
+        &mut self.devices[i]
     }
 
     /// The local day number of a time, in the patient's zone.
@@ -163,6 +357,27 @@ impl PatientState {
         match self.tz.timestamp_millis_opt(t.0).single() {
             Some(dt) => dt.date_naive().num_days_from_ce() - 719_163,
             None => t.0.div_euclid(UnixMillis::DAY) as i32,
+        }
+    }
+
+    /// The instant of local day `day` at `minutes` after midnight.
+    pub fn local_time(&self, day: i32, minutes: u32) -> UnixMillis {
+        use chrono::TimeZone;
+        let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + 719_163)
+            .unwrap_or_default()
+            .and_hms_opt(minutes / 60, minutes % 60, 0)
+            .unwrap_or_default();
+        match self.tz.from_local_datetime(&date) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+                UnixMillis(t.timestamp_millis())
+            }
+            // In a spring-forward gap: an hour later exists.
+            chrono::LocalResult::None => UnixMillis(
+                self.tz
+                    .from_local_datetime(&(date + chrono::Duration::hours(1)))
+                    .earliest()
+                    .map_or(0, |t| t.timestamp_millis()),
+            ),
         }
     }
 }
@@ -214,7 +429,7 @@ mod tests {
 
     #[test]
     fn local_days_follow_stockholm_midnight() {
-        let s = PatientState::new(chrono_tz::Europe::Stockholm, Arc::default());
+        let s = PatientState::new(chrono_tz::Europe::Stockholm, Arc::default(), UnixMillis(0));
         // 2026-12-01 22:59 UTC is 23:59 in Stockholm; 23:01 UTC is the next day.
         let before = UnixMillis(1_796_165_940_000);
         let after = UnixMillis(1_796_166_060_000);
@@ -222,12 +437,19 @@ mod tests {
     }
 
     #[test]
+    fn local_times_round_trip() {
+        let s = PatientState::new(chrono_tz::Europe::Stockholm, Arc::default(), UnixMillis(0));
+        let t = UnixMillis(1_796_165_940_000); // 23:59 local
+        let day = s.local_day(t);
+        assert_eq!(s.local_time(day, 23 * 60 + 59), t);
+    }
+
+    #[test]
     fn patient_state_is_small() {
-        // Budget: 4 KiB per non-CTG patient, including the engine's map entry.
-        assert!(
-            std::mem::size_of::<PatientState>() < 1024,
-            "{}",
-            std::mem::size_of::<PatientState>()
-        );
+        // Budget: 4 KiB per non-CTG patient, including the engine's map
+        // entry and the heap of its plan, doses and devices (measured in
+        // the benchmark; see BENCHMARKS.md).
+        let size = std::mem::size_of::<PatientState>();
+        assert!(size < 2 * 1024, "{size}");
     }
 }

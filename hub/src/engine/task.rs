@@ -11,6 +11,7 @@
 //! already filed are recognised (see `alerts`), and any that a crash lost
 //! between committing a reading and storing its alert are raised now.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,13 +24,18 @@ use vaka_gateway::{DeviceId, GatewayHandle, UnixMillis};
 use super::Engine;
 use super::clock::Clock;
 use super::rules::{Decision, Evidence, Finding, RuleId, local_day_hhmm};
-use crate::alerts::{ActionError, Alert, AlertBook, Change};
+use crate::alerts::{ActionError, Alert, AlertBook, Change, Policy};
 use crate::metrics::Metrics;
-use crate::store::{PatientEvent, PatientObservation, Store, StoreError};
+use crate::plans::Plan;
+use crate::store::{PatientEvent, PatientObservation, PatientStatus, Store, StoreError};
 
-/// How far back the windows are rebuilt on start.
-const REBUILD_OBSERVATIONS_MS: i64 = 8 * UnixMillis::DAY;
-const REBUILD_EVENTS_MS: i64 = UnixMillis::DAY;
+/// How far back the windows are rebuilt on start: weights and blood
+/// pressure over the longest window a rule looks at (16 days of first
+/// weights), events and status over two days (doses, heartbeats), CTG over
+/// the last hour (a session in progress).
+const REBUILD_OBSERVATIONS_MS: i64 = 16 * UnixMillis::DAY;
+const REBUILD_EVENTS_MS: i64 = 2 * UnixMillis::DAY;
+const REBUILD_CTG_MS: i64 = UnixMillis::HOUR;
 
 /// The new records of one committed message.
 #[derive(Debug, Clone)]
@@ -53,6 +59,12 @@ pub enum AlertAction {
         outcome: String,
         note: Option<String>,
     },
+    Snooze {
+        alert_id: i64,
+        actor: String,
+        until: UnixMillis,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +86,11 @@ pub enum EngineMsg {
     Patient {
         patient_id: String,
         timezone: String,
+    },
+    /// A patient's plan changed (already stored).
+    Plan {
+        patient_id: String,
+        plan: Arc<Plan>,
     },
     Act {
         action: AlertAction,
@@ -105,31 +122,54 @@ fn parse_tz(tz: &str) -> chrono_tz::Tz {
     tz.parse().unwrap_or(chrono_tz::Europe::Stockholm)
 }
 
+/// What the engine task works with, besides its inbox.
+pub struct EngineDeps {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub broadcast: Broadcast,
+    pub gateway: Option<GatewayHandle>,
+    pub metrics: Metrics,
+    pub policy: Policy,
+}
+
 impl EngineTask {
-    /// Loads patients and alerts and replays recent data through the rules.
+    /// Loads patients, plans and alerts and replays recent data through the
+    /// rules.
     pub async fn start(
-        store: Store,
-        clock: Arc<dyn Clock>,
+        deps: EngineDeps,
         rx: mpsc::Receiver<EngineMsg>,
-        broadcast: Broadcast,
-        gateway: Option<GatewayHandle>,
-        metrics: Metrics,
     ) -> Result<EngineTask, StoreError> {
-        let book = AlertBook::load(store.latest_alerts().await?);
+        let book = AlertBook::load(deps.store.latest_alerts().await?, deps.policy);
         let mut task = EngineTask {
             engine: Engine::new(),
             book,
-            store,
-            clock,
+            store: deps.store,
+            clock: deps.clock,
             rx,
-            broadcast,
-            gateway,
-            metrics,
+            broadcast: deps.broadcast,
+            gateway: deps.gateway,
+            metrics: deps.metrics,
         };
+        let now = task.clock.now();
+        let mut plans: HashMap<String, Plan> =
+            task.store.current_plans().await?.into_iter().collect();
+        let mut out = Vec::new();
         for p in task.store.patients().await? {
-            task.engine
-                .add_patient(&p.patient_id, parse_tz(&p.timezone));
+            let plan = plans
+                .remove(&p.patient_id)
+                .unwrap_or_else(|| Plan::template(p.program.as_deref()));
+            // Watching starts where the rebuilt history starts.
+            let since = UnixMillis(now.0 - REBUILD_OBSERVATIONS_MS).max(p.created_at.into());
+            task.engine.add_patient(
+                &p.patient_id,
+                parse_tz(&p.timezone),
+                Arc::new(plan),
+                since,
+                &task.book,
+                &mut out,
+            );
         }
+        task.apply(out, now, false).await;
         task.rebuild().await?;
         task.metrics
             .engine
@@ -140,18 +180,34 @@ impl EngineTask {
 
     async fn rebuild(&mut self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let observations = self
+        let scalar = [
+            Metric::Weight,
+            Metric::Sys,
+            Metric::Dia,
+            Metric::Hr,
+            Metric::Spo2,
+        ];
+        let mut observations = self
             .store
-            .observations_since(
-                UnixMillis(now.0 - REBUILD_OBSERVATIONS_MS),
-                &[Metric::Weight, Metric::Sys, Metric::Dia],
-            )
+            .observations_since(UnixMillis(now.0 - REBUILD_OBSERVATIONS_MS), &scalar)
             .await?;
+        observations.extend(
+            self.store
+                .observations_since(
+                    UnixMillis(now.0 - REBUILD_CTG_MS),
+                    &[Metric::Fhr, Metric::Toco],
+                )
+                .await?,
+        );
         let events = self
             .store
             .events_since(UnixMillis(now.0 - REBUILD_EVENTS_MS))
             .await?;
-        let messages = replay_messages(observations, events);
+        let status = self
+            .store
+            .status_since(UnixMillis(now.0 - REBUILD_EVENTS_MS))
+            .await?;
+        let messages = replay_messages(observations, events, status);
         let n = messages.len();
         let before = self.book.active().count();
         let mut out = Vec::new();
@@ -166,8 +222,7 @@ impl EngineTask {
             );
             self.apply(std::mem::take(&mut out), now, false).await;
         }
-        self.engine.tick(now, &self.book, &mut out);
-        self.apply(out, now, false).await;
+        self.tick(now, false).await;
         info!(
             messages = n,
             patients = self.engine.patient_count(),
@@ -181,7 +236,11 @@ impl EngineTask {
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let now = self.clock.now();
-            let sleep = match self.engine.next_deadline() {
+            let next = [self.engine.next_deadline(), self.book.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = match next {
                 Some(d) => Duration::from_millis(d.millis_since(now).clamp(0, 60_000) as u64),
                 None => Duration::from_secs(60),
             };
@@ -194,10 +253,7 @@ impl EngineTask {
                 },
                 _ = tokio::time::sleep(sleep) => {}
             }
-            let now = self.clock.now();
-            let mut out = Vec::new();
-            self.engine.tick(now, &self.book, &mut out);
-            self.apply(out, now, true).await;
+            self.tick(self.clock.now(), true).await;
         }
         // What the intake committed before it stopped is still evaluated.
         while let Ok(msg) = self.rx.try_recv() {
@@ -206,13 +262,23 @@ impl EngineTask {
         info!("engine stopped");
     }
 
+    /// Deadlines of the rules, then the book's (snoozes ending, escalations).
+    async fn tick(&mut self, now: UnixMillis, live: bool) {
+        let mut out = Vec::new();
+        self.engine.tick(now, &self.book, &mut out);
+        self.apply(out, now, live).await;
+        for change in self.book.tick(now) {
+            self.persist(change).await;
+        }
+    }
+
     async fn handle(&mut self, msg: EngineMsg) {
         let now = self.clock.now();
         match msg {
             EngineMsg::Ingested(messages) => {
                 for m in messages {
                     if !self.engine.has_patient(&m.patient_id) {
-                        self.learn_patient(&m.patient_id).await;
+                        self.learn_patient(&m.patient_id, now).await;
                     }
                     let mut out = Vec::new();
                     self.engine.ingest(
@@ -238,11 +304,33 @@ impl EngineTask {
                 patient_id,
                 timezone,
             } => {
-                self.engine.add_patient(&patient_id, parse_tz(&timezone));
+                let plan = match self.store.current_plan(&patient_id).await {
+                    Ok(Some(p)) => p,
+                    _ => Plan::default(),
+                };
+                let mut out = Vec::new();
+                self.engine.add_patient(
+                    &patient_id,
+                    parse_tz(&timezone),
+                    Arc::new(plan),
+                    now,
+                    &self.book,
+                    &mut out,
+                );
+                self.apply(out, now, true).await;
                 self.metrics
                     .engine
                     .patients
                     .set(self.engine.patient_count() as i64);
+            }
+            EngineMsg::Plan { patient_id, plan } => {
+                let mut out = Vec::new();
+                if !self.engine.has_patient(&patient_id) {
+                    self.learn_patient(&patient_id, now).await;
+                }
+                self.engine
+                    .set_plan(&patient_id, plan, now, &self.book, &mut out);
+                self.apply(out, now, true).await;
             }
             EngineMsg::Act { action, reply } => {
                 let result = self.act(action, now).await;
@@ -251,16 +339,25 @@ impl EngineTask {
         }
     }
 
-    async fn learn_patient(&mut self, patient_id: &str) {
-        let tz = match self.store.patient(patient_id).await {
-            Ok(Some(p)) => parse_tz(&p.timezone),
-            Ok(None) => chrono_tz::Europe::Stockholm,
-            Err(e) => {
-                warn!(error = %e, "could not read the patient's time zone; using Europe/Stockholm");
-                chrono_tz::Europe::Stockholm
+    async fn learn_patient(&mut self, patient_id: &str, now: UnixMillis) {
+        let (tz, plan) = match (
+            self.store.patient(patient_id).await,
+            self.store.current_plan(patient_id).await,
+        ) {
+            (Ok(Some(p)), Ok(plan)) => (
+                parse_tz(&p.timezone),
+                plan.unwrap_or_else(|| Plan::template(p.program.as_deref())),
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "could not read the patient; watching with the default plan");
+                (chrono_tz::Europe::Stockholm, Plan::default())
             }
+            _ => (chrono_tz::Europe::Stockholm, Plan::default()),
         };
-        self.engine.add_patient(patient_id, tz);
+        let mut out = Vec::new();
+        self.engine
+            .add_patient(patient_id, tz, Arc::new(plan), now, &self.book, &mut out);
+        self.apply(out, now, true).await;
         self.metrics
             .engine
             .patients
@@ -280,6 +377,12 @@ impl EngineTask {
             } => self
                 .book
                 .resolve(*alert_id, actor, outcome, note.as_deref(), now)?,
+            AlertAction::Snooze {
+                alert_id,
+                actor,
+                until,
+                reason,
+            } => self.book.snooze(*alert_id, actor, *until, reason, now)?,
         };
         let alert = change.alert.clone();
         self.persist(change).await;
@@ -304,7 +407,6 @@ impl EngineTask {
             }
         }
     }
-
     fn send_command(&self, device_id: &str, json: &str) {
         let (Some(gateway), Some(device)) = (&self.gateway, DeviceId::parse(device_id)) else {
             return;
@@ -357,6 +459,7 @@ fn unbound_alarm(device_id: &str, e: &Event) -> Finding {
         patient_id: None,
         device_id: Some(device_id.to_owned()),
         confirmed: None,
+        plan_version: 0,
         explanation: format!(
             "Larm ({what}) från enheten {device_id}, som inte är kopplad till någon patient, {}. \
              Någon kan behöva hjälp: ta reda på vem som har enheten och koppla den.",
@@ -371,9 +474,10 @@ fn unbound_alarm(device_id: &str, e: &Event) -> Finding {
 
 /// Groups stored rows back into messages (same patient, device and time),
 /// in data-time order, the way they would have arrived.
-fn replay_messages(
+pub fn replay_messages(
     observations: Vec<PatientObservation>,
     events: Vec<PatientEvent>,
+    status: Vec<PatientStatus>,
 ) -> Vec<Ingested> {
     let mut out: Vec<(UnixMillis, Ingested)> = Vec::new();
     let mut last: Option<(UnixMillis, String, String)> = None;
@@ -419,6 +523,17 @@ fn replay_messages(
                     kind: e.kind,
                     text: e.text,
                 }]),
+            },
+        ));
+    }
+    for s in status {
+        out.push((
+            s.report.time,
+            Ingested {
+                patient_id: s.patient_id,
+                device_id: s.device_id,
+                arrived: s.report.time,
+                content: Content::Status(vec![s.report]),
             },
         ));
     }

@@ -5,6 +5,8 @@
 //! - the order of records within a message does not matter;
 //! - no alert without a triggering reading inside the rule's window.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{Content, Event, EventKind, Metric, Observation};
@@ -133,14 +135,28 @@ struct Run {
 
 impl Run {
     fn new() -> Run {
-        let mut engine = Engine::new();
-        engine.add_patient("p", chrono_tz::Europe::Stockholm);
-        Run {
-            engine,
+        let mut run = Run {
+            engine: Engine::new(),
             book: AlertBook::default(),
             decisions: Vec::new(),
             next_id: 1,
-        }
+        };
+        run.watch();
+        run
+    }
+
+    /// Starts watching the patient (every rule) from START.
+    fn watch(&mut self) {
+        let mut out = Vec::new();
+        self.engine.add_patient(
+            "p",
+            chrono_tz::Europe::Stockholm,
+            Arc::default(),
+            UnixMillis(START),
+            &self.book,
+            &mut out,
+        );
+        self.apply(out, UnixMillis(START));
     }
 
     fn apply(&mut self, out: Vec<Decision>, now: UnixMillis) {
@@ -206,7 +222,7 @@ proptest! {
         let before = summary(&run.book);
         // A new engine (the restart) with the same book (the store).
         run.engine = Engine::new();
-        run.engine.add_patient("p", chrono_tz::Europe::Stockholm);
+        run.watch();
         let mut changes = 0;
         for m in &messages {
             let (device, content) = m.message();

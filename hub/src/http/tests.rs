@@ -13,7 +13,7 @@ use vaka_gateway::model::{Content, Event, EventKind};
 
 use super::{AppState, router};
 use crate::engine::clock::SystemClock;
-use crate::engine::task::{EngineMsg, EngineTask, Ingested};
+use crate::engine::task::{EngineDeps, EngineMsg, EngineTask, Ingested};
 use crate::metrics::Metrics;
 use crate::store::testing::TestStore;
 
@@ -32,12 +32,15 @@ async fn app() -> App {
     let metrics = Metrics::default();
     let (broker_tx, broker) = watch::channel(false);
     let task = EngineTask::start(
-        db.store.clone(),
-        Arc::new(SystemClock),
+        EngineDeps {
+            store: db.store.clone(),
+            clock: Arc::new(SystemClock),
+            broadcast: broadcast.clone(),
+            gateway: None,
+            metrics: metrics.clone(),
+            policy: Default::default(),
+        },
         engine_rx,
-        broadcast.clone(),
-        None,
-        metrics.clone(),
     )
     .await
     .expect("engine");

@@ -35,6 +35,11 @@ pub struct AlertRow {
     pub resolved_by: Option<String>,
     pub outcome: Option<String>,
     pub note: Option<String>,
+    pub escalation_level: i32,
+    pub escalated_at: Option<DbTime>,
+    pub attention_since: Option<DbTime>,
+    pub snooze_reason: Option<String>,
+    pub snooze_count: i32,
     pub version: i32,
 }
 
@@ -73,6 +78,11 @@ impl TryFrom<AlertRow> for Alert {
             resolved_by: r.resolved_by,
             outcome: r.outcome,
             note: r.note,
+            escalation_level: r.escalation_level,
+            escalated_at: r.escalated_at.map(Into::into),
+            attention_since: r.attention_since.unwrap_or(r.opened_at).into(),
+            snooze_reason: r.snooze_reason,
+            snooze_count: r.snooze_count,
             version: r.version,
         })
     }
@@ -94,7 +104,8 @@ const ALERT_COLUMNS: &str =
     "alert_id, patient_id, device_id, rule, category, severity, state, confirmed,
     plan_version, explanation, threshold, readings, count, first_reading_at, last_reading_at,
     opened_at, updated_at, acknowledged_at, acknowledged_by, snoozed_until, resolved_at,
-    resolved_by, outcome, note, version";
+    resolved_by, outcome, note, escalation_level, escalated_at, attention_since, snooze_reason,
+    snooze_count, version";
 
 /// Which alerts to list.
 #[derive(Debug, Clone, Default)]
@@ -123,8 +134,8 @@ impl Store {
                     let (id,): (i64,) = sqlx::query_as(
                         "INSERT INTO alerts (patient_id, device_id, rule, category, severity, state, confirmed,
                              plan_version, explanation, threshold, readings, count, first_reading_at,
-                             last_reading_at, opened_at, updated_at, version)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                             last_reading_at, opened_at, updated_at, version, attention_since)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
                          RETURNING alert_id",
                     )
                     .bind(&a.patient_id)
@@ -144,6 +155,7 @@ impl Store {
                     .bind(DbTime(a.opened_at))
                     .bind(DbTime(a.updated_at))
                     .bind(a.version)
+                    .bind(DbTime(a.attention_since))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| StoreError::conflict_on_unique(e, "active alert of this patient and rule"))?;
@@ -154,7 +166,9 @@ impl Store {
                         "UPDATE alerts SET state = $2, confirmed = $3, explanation = $4, threshold = $5,
                              readings = $6, count = $7, last_reading_at = $8, updated_at = $9,
                              acknowledged_at = $10, acknowledged_by = $11, snoozed_until = $12,
-                             resolved_at = $13, resolved_by = $14, outcome = $15, note = $16, version = $17
+                             resolved_at = $13, resolved_by = $14, outcome = $15, note = $16, version = $17,
+                             escalation_level = $18, escalated_at = $19, attention_since = $20,
+                             snooze_reason = $21, snooze_count = $22
                          WHERE alert_id = $1",
                     )
                     .bind(id)
@@ -174,6 +188,11 @@ impl Store {
                     .bind(&a.outcome)
                     .bind(&a.note)
                     .bind(a.version)
+                    .bind(a.escalation_level)
+                    .bind(opt(a.escalated_at))
+                    .bind(DbTime(a.attention_since))
+                    .bind(&a.snooze_reason)
+                    .bind(a.snooze_count)
                     .execute(&mut *tx)
                     .await?;
                     id

@@ -8,10 +8,12 @@
 
 mod alerts;
 mod pg;
+mod plans;
 mod sqlite;
 mod time;
 
 pub use alerts::{AlertHistoryRow, AlertQuery, AlertRow};
+pub use plans::{CtgSessionRow, PlanVersion};
 pub use time::DbTime;
 
 use std::str::FromStr;
@@ -181,6 +183,17 @@ impl Store {
         .await
         .map(|_| ()))
         .map_err(|e| StoreError::conflict_on_unique(e, "patient"))?;
+        // Every patient starts with the template of the program.
+        let plan = crate::plans::Plan::template(patient.program.as_deref());
+        self.save_plan(
+            &patient.patient_id,
+            &plan,
+            None,
+            "system",
+            "programmets mall",
+            now,
+        )
+        .await?;
         Ok(patient)
     }
 
@@ -415,6 +428,18 @@ impl Store {
         rows.into_iter().map(PatientEvent::try_from).collect()
     }
 
+    /// Status reports since `since` (data time) of bound devices, oldest first.
+    pub async fn status_since(&self, since: UnixMillis) -> Result<Vec<PatientStatus>> {
+        let rows: Vec<PatientStatusRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT time, patient_id, device_id, field, value_num, value_text FROM status_reports
+             WHERE time >= $1 AND patient_id IS NOT NULL ORDER BY time, device_id, field",
+        )
+        .bind(DbTime(since))
+        .fetch_all(pool)
+        .await)?;
+        rows.into_iter().map(PatientStatus::try_from).collect()
+    }
+
     pub async fn count_observations(&self, patient_id: &str) -> Result<i64> {
         let (n,): (i64,) = on_pool!(self, pool => sqlx::query_as(
             "SELECT count(*) FROM observations WHERE patient_id = $1",
@@ -582,6 +607,50 @@ impl TryFrom<PatientEventRow> for PatientEvent {
             device_id: r.device_id,
             kind,
             text: r.text,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct PatientStatusRow {
+    time: DbTime,
+    patient_id: String,
+    device_id: String,
+    field: String,
+    value_num: Option<f64>,
+    value_text: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatientStatus {
+    pub patient_id: String,
+    pub device_id: String,
+    pub report: vaka_gateway::model::StatusReport,
+}
+
+impl TryFrom<PatientStatusRow> for PatientStatus {
+    type Error = StoreError;
+    fn try_from(r: PatientStatusRow) -> Result<Self> {
+        use vaka_gateway::model::{StatusField, StatusReport, StatusValue};
+        let field = StatusField::parse(&r.field)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown status field {:?}", r.field)))?;
+        let value = match (r.value_num, r.value_text) {
+            (Some(v), _) => StatusValue::Number(v),
+            (None, Some(t)) => StatusValue::Text(t),
+            (None, None) => {
+                return Err(StoreError::Corrupt(
+                    "a status report without a value".into(),
+                ));
+            }
+        };
+        Ok(PatientStatus {
+            patient_id: r.patient_id,
+            device_id: r.device_id,
+            report: StatusReport {
+                time: r.time.into(),
+                field,
+                value,
+            },
         })
     }
 }

@@ -309,6 +309,7 @@ fn fall_at(t: i64) -> Decision {
         patient_id: Some("p1".into()),
         device_id: None,
         confirmed: None,
+        plan_version: 0,
         explanation: "Fall".into(),
         threshold: "fall".into(),
         evidence: vec![],

@@ -6,7 +6,7 @@
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{Event, EventKind};
 
-use super::{Context, Decision, Evidence, Finding, Input, Rule, RuleId, local_day_hhmm};
+use super::{Context, Decision, Evidence, Input, Rule, RuleId, local_day_hhmm};
 use crate::engine::patient::{Inserted, PatientState};
 
 pub struct Fall;
@@ -17,12 +17,9 @@ impl Rule for Fall {
         RuleId::Fall
     }
 
-    fn on_input(&self, state: &mut PatientState, input: Input<'_>, ctx: &mut Context<'_>) {
-        let Input::Events(events) = input else {
-            return;
-        };
-        let window = state.thresholds.fall_cancel_window_ms;
-        for e in events {
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let window = state.plan.thresholds.fall_cancel_window_ms();
+        for e in input.events {
             match e.kind {
                 EventKind::Fall => {
                     if state.falls.insert(e.time, |t| *t) != Inserted::New {
@@ -75,11 +72,12 @@ impl Rule for HelpButton {
         RuleId::HelpButton
     }
 
-    fn on_input(&self, state: &mut PatientState, input: Input<'_>, ctx: &mut Context<'_>) {
-        let Input::Events(events) = input else {
-            return;
-        };
-        for e in events.iter().filter(|e| e.kind == EventKind::HelpButton) {
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        for e in input
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::HelpButton)
+        {
             if state.help_presses.insert(e.time, |t| *t) != Inserted::New {
                 continue;
             }
@@ -99,17 +97,9 @@ impl Rule for HelpButton {
 }
 
 fn raise(rule: RuleId, e: &Event, explanation: String, threshold: String, ctx: &mut Context<'_>) {
-    ctx.out.push(Decision::Raise(Finding {
-        rule,
-        patient_id: Some(ctx.patient_id.to_owned()),
-        device_id: None,
-        confirmed: None,
-        explanation,
-        threshold,
-        evidence: vec![Evidence::event(ctx.device_name(ctx.device), e)],
-        first_reading_at: e.time,
-        last_reading_at: e.time,
-    }));
+    let ev = vec![Evidence::event(ctx.device_name(ctx.device), e)];
+    let f = ctx.finding(rule, explanation, threshold, ev, e.time, e.time);
+    ctx.raise(f);
 }
 
 #[cfg(test)]

@@ -3,21 +3,37 @@
 //! Rules never touch storage, the network or the clock directly: time comes
 //! in as data (`now`, readings' times), so the same data always gives the
 //! same findings, live or replayed.
+//!
+//! The engine first folds a message into the patient's shared windows
+//! (first weight of the day, vital signs; see `engine::absorb`) and tells
+//! the rules what changed; a rule keeps any state of its own in the
+//! patient's [`PatientState`].
 
-mod bp_crisis;
+mod dispenser;
 mod fall;
-mod weight_gain;
+mod fetal;
+mod missing;
+mod remeasure;
+mod technical;
+mod vitals;
+mod weight;
 
-pub use bp_crisis::BpCrisis;
+pub use dispenser::{DispenserFault, MissedDose, RefillDue};
 pub use fall::{Fall, HelpButton};
-pub use weight_gain::WeightGain3d;
+pub use fetal::{CtgSignalLoss, FetalBaseline, FetalDeceleration, FetalVariability};
+pub use missing::MissingMeasurement;
+pub use remeasure::{BpCrisis, HeartRate, Hypotension, Spo2};
+pub use technical::{DeviceOffline, LowBattery};
+pub use vitals::BpAverage;
+pub use weight::{WeightGain1d, WeightGain3d, WeightTrend};
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use vaka_gateway::UnixMillis;
-use vaka_gateway::model::{Event, Observation};
+use vaka_gateway::model::{Event, Observation, StatusReport};
 
-use super::patient::{DeviceRef, PatientState};
-use std::sync::Arc;
+use super::patient::{DeviceRef, PatientState, Vital};
 
 pub(crate) use vaka_gateway::protocol_names as wire_enum;
 
@@ -145,6 +161,8 @@ pub struct Finding {
     pub device_id: Option<String>,
     /// For rules with re-measurement: whether a repeat confirmed it.
     pub confirmed: Option<bool>,
+    /// The version of the patient's plan it was found under.
+    pub plan_version: i32,
     /// Swedish, e.g. "Vikt +2,4 kg på 3 dygn (78,1 → 80,5 kg). Gräns: +2,0 kg/3 dygn."
     pub explanation: String,
     /// The threshold in force, e.g. "+2,0 kg/3 dygn".
@@ -168,41 +186,29 @@ pub enum Decision {
         trigger: UnixMillis,
         reason: String,
     },
+    /// The condition of an active self-clearing alert is gone (a device is
+    /// back, a battery charged, the reading came).
+    Clear {
+        rule: RuleId,
+        patient_id: String,
+        device_id: Option<String>,
+        reason: String,
+    },
     /// Send a JSON command to a device (`…/d/{dev}/cmd`).
     Command { device_id: String, json: String },
 }
 
-/// Per-patient thresholds. Defaults are the contract's; the monitoring plan
-/// overrides them per patient.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Thresholds {
-    /// Alert when the gain over 3 days is above this, in tenths of a kg.
-    pub weight_gain_3d_tenths: i32,
-    pub bp_crisis_sys: f64,
-    pub bp_crisis_dia: f64,
-    /// How long a re-measurement may take to confirm (data time).
-    pub confirm_window_ms: i64,
-    /// How long after a fall a cancellation withdraws it (data time).
-    pub fall_cancel_window_ms: i64,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            weight_gain_3d_tenths: 20,
-            bp_crisis_sys: 180.0,
-            bp_crisis_dia: 120.0,
-            confirm_window_ms: 5 * UnixMillis::MINUTE,
-            fall_cancel_window_ms: 30 * UnixMillis::SECOND,
-        }
-    }
-}
-
-/// The new input of one message, as a rule sees it.
-#[derive(Debug, Clone, Copy)]
-pub enum Input<'a> {
-    Observations(&'a [Observation]),
-    Events(&'a [Event]),
+/// The new input of one message, as a rule sees it: the message's
+/// records and what they changed in the shared windows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Input<'a> {
+    pub observations: &'a [Observation],
+    pub events: &'a [Event],
+    pub status: &'a [StatusReport],
+    /// Local days whose first weight is new (ascending).
+    pub weight_days: &'a [i32],
+    /// Vital-sign readings new in the window (in time order).
+    pub vitals: &'a [Vital],
 }
 
 /// What a rule may know and do besides its patient's state.
@@ -211,10 +217,10 @@ pub struct Context<'a> {
     /// The device that sent the input, and the engine's table of device ids.
     pub device: DeviceRef,
     pub devices: &'a [Arc<str>],
-    /// When the message reached the hub (hub clock).
-    pub arrived: UnixMillis,
-    /// Whether this patient has an active alert for a rule.
-    pub active: &'a dyn Fn(RuleId) -> bool,
+    /// When the message reached the hub, or the deadline's time (hub clock).
+    pub now: UnixMillis,
+    /// Whether this patient has an active alert for a rule (and device).
+    pub active: &'a dyn Fn(RuleId, Option<&str>) -> bool,
     /// Where the rule puts its decisions.
     pub out: &'a mut Vec<Decision>,
     /// Where the rule asks to be woken (hub clock), for absences.
@@ -225,7 +231,7 @@ impl Context<'_> {
     /// Whether the patient has an active alert of `rule`, counting one this
     /// very input has just raised.
     pub fn is_active(&self, rule: RuleId) -> bool {
-        (self.active)(rule)
+        (self.active)(rule, None)
             || self
                 .out
                 .iter()
@@ -235,6 +241,57 @@ impl Context<'_> {
     pub fn device_name(&self, device: DeviceRef) -> &str {
         self.devices.get(device.0 as usize).map_or("?", |d| d)
     }
+
+    /// A finding of this patient for `rule`, triggered by readings from
+    /// `first` to `last` (data time).
+    pub fn finding(
+        &self,
+        rule: RuleId,
+        explanation: String,
+        threshold: String,
+        evidence: Vec<Evidence>,
+        first: UnixMillis,
+        last: UnixMillis,
+    ) -> Finding {
+        Finding {
+            rule,
+            patient_id: Some(self.patient_id.to_owned()),
+            device_id: None,
+            confirmed: None,
+            plan_version: 0,
+            explanation,
+            threshold,
+            evidence,
+            first_reading_at: first,
+            last_reading_at: last,
+        }
+    }
+
+    pub fn raise(&mut self, finding: Finding) {
+        self.out.push(Decision::Raise(finding));
+    }
+
+    /// The condition of a self-clearing alert is gone.
+    pub fn clear(&mut self, rule: RuleId, device: Option<DeviceRef>, reason: String) {
+        let device_id = device.map(|d| self.device_name(d).to_owned());
+        if (self.active)(rule, device_id.as_deref()) || self.is_active(rule) {
+            self.out.push(Decision::Clear {
+                rule,
+                patient_id: self.patient_id.to_owned(),
+                device_id,
+                reason,
+            });
+        }
+    }
+
+    /// Sends a JSON command to a device.
+    pub fn command(&mut self, device: DeviceRef, json: serde_json::Value) {
+        let device_id = self.device_name(device).to_owned();
+        self.out.push(Decision::Command {
+            device_id,
+            json: json.to_string(),
+        });
+    }
 }
 
 /// One rule. Rules are stateless; what they remember lives in the
@@ -242,11 +299,14 @@ impl Context<'_> {
 pub trait Rule: Send + Sync {
     fn id(&self) -> RuleId;
 
-    /// New readings or events of one message arrived.
-    fn on_input(&self, state: &mut PatientState, input: Input<'_>, ctx: &mut Context<'_>);
+    /// New readings, events or status of one message arrived.
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>);
 
     /// The hub's clock passed a deadline this rule asked for.
-    fn on_deadline(&self, _state: &mut PatientState, _now: UnixMillis, _ctx: &mut Context<'_>) {}
+    fn on_deadline(&self, _state: &mut PatientState, _ctx: &mut Context<'_>) {}
+
+    /// The plan changed (schedules and thresholds may differ now).
+    fn on_plan(&self, _state: &mut PatientState, _ctx: &mut Context<'_>) {}
 }
 
 /// Formats a number the Swedish way: decimal comma, `decimals` places.

@@ -1,13 +1,19 @@
-//! A small harness for rule tests: one patient in Europe/Stockholm, an
-//! engine and an alert book, fed by hand-written readings.
+//! A small harness for rule tests: one patient in Europe/Stockholm under a
+//! plan (by default, every rule), an engine and an alert book, fed by
+//! hand-written readings, events and status.
+
+use std::sync::Arc;
 
 use chrono::TimeZone;
 use vaka_gateway::UnixMillis;
-use vaka_gateway::model::{Content, Event, EventKind, Metric, Observation};
+use vaka_gateway::model::{
+    Content, Event, EventKind, Metric, Observation, StatusField, StatusReport, StatusValue,
+};
 
 use super::{Decision, RuleId};
 use crate::alerts::AlertBook;
 use crate::engine::Engine;
+use crate::plans::Plan;
 
 pub const PATIENT: &str = "p-test";
 
@@ -49,16 +55,32 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Every rule, default thresholds.
     pub fn new() -> Harness {
-        let mut engine = Engine::new();
-        engine.add_patient(PATIENT, chrono_tz::Europe::Stockholm);
-        Harness {
-            engine,
+        Harness::with_plan(serde_json::json!({}))
+    }
+
+    /// The default plan with a JSON merge patch applied.
+    pub fn with_plan(patch: serde_json::Value) -> Harness {
+        let plan = Plan::default().patched(&patch).expect("a valid test plan");
+        let mut h = Harness {
+            engine: Engine::new(),
             book: AlertBook::default(),
             decisions: Vec::new(),
             arrived: None,
             next_id: 1,
-        }
+        };
+        let mut out = Vec::new();
+        h.engine.add_patient(
+            PATIENT,
+            chrono_tz::Europe::Stockholm,
+            Arc::new(plan),
+            at(0, "00:00"),
+            &h.book,
+            &mut out,
+        );
+        h.record(out, at(0, "00:00"));
+        h
     }
 
     /// Messages arrive at this hub time (default: at their data time).
@@ -86,34 +108,41 @@ impl Harness {
         self.decisions.extend(out);
     }
 
+    fn observations(&mut self, device: &str, t: UnixMillis, values: &[(Metric, f64)]) {
+        let obs = values
+            .iter()
+            .map(|&(metric, value)| Observation {
+                time: t,
+                metric,
+                value,
+            })
+            .collect();
+        self.send(device, Content::Observations(obs), t);
+    }
+
     pub fn weight(&mut self, t: UnixMillis, kg: f64) {
-        let obs = vec![Observation {
-            time: t,
-            metric: Metric::Weight,
-            value: kg,
-        }];
-        self.send("scale-1", Content::Observations(obs), t);
+        self.observations("scale-1", t, &[(Metric::Weight, kg)]);
     }
 
     pub fn bp(&mut self, t: UnixMillis, sys: f64, dia: f64) {
-        let obs = vec![
-            Observation {
-                time: t,
-                metric: Metric::Sys,
-                value: sys,
-            },
-            Observation {
-                time: t,
-                metric: Metric::Dia,
-                value: dia,
-            },
-            Observation {
-                time: t,
-                metric: Metric::Map,
-                value: (sys + 2.0 * dia) / 3.0,
-            },
-        ];
-        self.send("bp-1", Content::Observations(obs), t);
+        let map = ((sys + 2.0 * dia) / 3.0).round();
+        self.observations(
+            "bp-1",
+            t,
+            &[(Metric::Sys, sys), (Metric::Dia, dia), (Metric::Map, map)],
+        );
+    }
+
+    pub fn bp_hr(&mut self, t: UnixMillis, sys: f64, dia: f64, hr: f64) {
+        self.observations(
+            "bp-1",
+            t,
+            &[(Metric::Sys, sys), (Metric::Dia, dia), (Metric::Hr, hr)],
+        );
+    }
+
+    pub fn oximeter(&mut self, t: UnixMillis, spo2: f64, hr: f64) {
+        self.observations("ox-1", t, &[(Metric::Spo2, spo2), (Metric::Hr, hr)]);
     }
 
     pub fn event(&mut self, t: UnixMillis, kind: EventKind) {
@@ -123,6 +152,71 @@ impl Harness {
             text: None,
         }];
         self.send("fall-1", Content::Events(ev), t);
+    }
+
+    pub fn symptom(&mut self, t: UnixMillis, what: &str) {
+        let ev = vec![Event {
+            time: t,
+            kind: EventKind::PatientSymptom,
+            text: Some(what.into()),
+        }];
+        self.send("bp-1", Content::Events(ev), t);
+    }
+
+    /// A dispenser event with a dose id.
+    pub fn dose(&mut self, t: UnixMillis, kind: EventKind, id: &str) {
+        let text = (!id.is_empty()).then(|| id.to_owned());
+        self.send(
+            "disp-1",
+            Content::Events(vec![Event {
+                time: t,
+                kind,
+                text,
+            }]),
+            t,
+        );
+    }
+
+    fn status(&mut self, device: &str, t: UnixMillis, field: StatusField, value: StatusValue) {
+        self.send(
+            device,
+            Content::Status(vec![StatusReport {
+                time: t,
+                field,
+                value,
+            }]),
+            t,
+        );
+    }
+
+    pub fn doses_left(&mut self, t: UnixMillis, n: f64) {
+        self.status("disp-1", t, StatusField::DosesLeft, StatusValue::Number(n));
+    }
+
+    pub fn status_hb(&mut self, t: UnixMillis, hb_s: f64) {
+        self.status("fall-1", t, StatusField::Hb, StatusValue::Number(hb_s));
+    }
+
+    pub fn status_conn(&mut self, t: UnixMillis, conn: &str) {
+        self.status(
+            "fall-1",
+            t,
+            StatusField::Conn,
+            StatusValue::Text(conn.into()),
+        );
+    }
+
+    pub fn battery(&mut self, t: UnixMillis, pct: f64) {
+        self.status("fall-1", t, StatusField::Batt, StatusValue::Number(pct));
+    }
+
+    /// Whether the patient has an active alert of `rule` (not per device).
+    pub fn active(&self, rule: RuleId) -> bool {
+        self.book.active().any(|a| a.rule == rule)
+    }
+
+    pub fn active_device(&self, rule: RuleId, device: &str) -> bool {
+        self.book.is_active(Some(PATIENT), rule, Some(device))
     }
 
     /// The explanations of every raise of `rule`, in order.

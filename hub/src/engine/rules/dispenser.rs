@@ -1,0 +1,401 @@
+//! The medicine dispenser: `missed_dose`, `refill_due`, `dispenser_fault`.
+//!
+//! - `missed_dose` (adherence, medium): no `dose_taken` with the same dose
+//!   id within the plan's window (default 60 min) of `dose_due`, found when
+//!   the hub's clock passes the window; or the dispenser's own
+//!   `dose_missed`, at once. A `dose_taken` that arrives late but whose time
+//!   was within the window withdraws the alert.
+//! - `refill_due` (adherence, low): `refill_low`, or `doses_left` covering
+//!   fewer than 2 days of the dose schedule; cleared when a refill brings
+//!   `doses_left` back above that.
+//! - `dispenser_fault` (technical, medium): a `dispenser_fault` event;
+//!   cleared when the same dispenser next hands out a dose (the fault is
+//!   mended).
+
+use vaka_gateway::UnixMillis;
+use vaka_gateway::model::{Event, EventKind, StatusField, StatusValue};
+
+use super::{Context, Decision, Evidence, Input, Rule, RuleId, local_day_hhmm, local_hhmm, sv};
+use crate::engine::patient::{DeviceRef, Dose, PatientState};
+
+pub struct MissedDose;
+pub struct RefillDue;
+pub struct DispenserFault;
+
+/// Doses remembered per patient (about two days of a typical schedule).
+const DOSES_KEPT: usize = 8;
+
+fn event_evidence(
+    device: DeviceRef,
+    kind: EventKind,
+    time: UnixMillis,
+    ctx: &Context<'_>,
+) -> Evidence {
+    Evidence {
+        time,
+        device_id: ctx.device_name(device).to_owned(),
+        name: kind.as_str().to_owned(),
+        value: None,
+        unit: None,
+    }
+}
+
+fn dose_id(e: &Event) -> &str {
+    e.text.as_deref().unwrap_or("")
+}
+
+impl Rule for MissedDose {
+    fn id(&self) -> RuleId {
+        RuleId::MissedDose
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let window = state.plan.thresholds.dose_window_ms();
+        for e in input.events {
+            match e.kind {
+                EventKind::DoseDue => {
+                    if state.doses.iter().any(|d| *d.id == *dose_id(e)) {
+                        continue;
+                    }
+                    if state.doses.len() >= DOSES_KEPT {
+                        state.doses.remove(0);
+                    }
+                    state.doses.push(Dose {
+                        id: dose_id(e).into(),
+                        due: e.time,
+                        device: ctx.device,
+                        taken: None,
+                        reported_missed: false,
+                    });
+                    ctx.wake_at
+                        .push((e.time.plus_millis(window + 1), RuleId::MissedDose));
+                }
+                EventKind::DoseTaken => {
+                    let Some(d) = state.doses.iter_mut().find(|d| *d.id == *dose_id(e)) else {
+                        continue;
+                    };
+                    if d.taken.is_some() {
+                        continue;
+                    }
+                    d.taken = Some(e.time);
+                    // Taken in time after all (the event came late): withdraw.
+                    if e.time.millis_since(d.due) <= window {
+                        ctx.out.push(Decision::Withdraw {
+                            rule: RuleId::MissedDose,
+                            patient_id: ctx.patient_id.to_owned(),
+                            trigger: d.due,
+                            reason: format!(
+                                "Återkallat: dosen togs kl. {}, inom tiden.",
+                                local_hhmm(e.time, state.tz)
+                            ),
+                        });
+                    }
+                }
+                EventKind::DoseMissed => {
+                    let due = match state.doses.iter_mut().find(|d| *d.id == *dose_id(e)) {
+                        Some(d) if d.taken.is_none() && !d.reported_missed => {
+                            d.reported_missed = true;
+                            d.due
+                        }
+                        Some(_) => continue,
+                        None => e.time,
+                    };
+                    let text = format!(
+                        "Dosen {} (utsatt {}) är inte tagen: dispensern rapporterar missad dos.",
+                        quoted(dose_id(e)),
+                        local_day_hhmm(due, state.tz)
+                    );
+                    raise(
+                        state,
+                        due,
+                        text,
+                        vec![event_evidence(ctx.device, e.kind, e.time, ctx)],
+                        ctx,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_deadline(&self, state: &mut PatientState, ctx: &mut Context<'_>) {
+        let window = state.plan.thresholds.dose_window_ms();
+        // Not taken in time: not at all, or later than the window.
+        let late = |d: &Dose| d.taken.is_none_or(|t| t.millis_since(d.due) > window);
+        let due: Vec<Dose> = state
+            .doses
+            .iter()
+            .filter(|d| late(d) && !d.reported_missed && ctx.now.millis_since(d.due) > window)
+            .cloned()
+            .collect();
+        for d in due {
+            if let Some(slot) = state.doses.iter_mut().find(|x| x.id == d.id) {
+                slot.reported_missed = true;
+            }
+            let text = match d.taken {
+                Some(t) => format!(
+                    "Dosen {} (utsatt {}) togs för sent: {} min efter utsatt tid.",
+                    quoted(&d.id),
+                    local_day_hhmm(d.due, state.tz),
+                    t.millis_since(d.due) / UnixMillis::MINUTE
+                ),
+                None => format!(
+                    "Dosen {} (utsatt {}) är inte tagen {} min efter utsatt tid.",
+                    quoted(&d.id),
+                    local_day_hhmm(d.due, state.tz),
+                    state.plan.thresholds.dose_window_min
+                ),
+            };
+            let ev = vec![event_evidence(d.device, EventKind::DoseDue, d.due, ctx)];
+            raise(state, d.due, text, ev, ctx);
+        }
+    }
+}
+
+fn quoted(id: &str) -> String {
+    if id.is_empty() {
+        "(utan id)".into()
+    } else {
+        format!("\u{201d}{id}\u{201d}")
+    }
+}
+
+fn raise(
+    state: &PatientState,
+    due: UnixMillis,
+    explanation: String,
+    ev: Vec<Evidence>,
+    ctx: &mut Context<'_>,
+) {
+    let threshold = format!(
+        "dosen tagen inom {} min efter utsatt tid",
+        state.plan.thresholds.dose_window_min
+    );
+    let f = ctx.finding(RuleId::MissedDose, explanation, threshold, ev, due, due);
+    ctx.raise(f);
+}
+
+impl Rule for RefillDue {
+    fn id(&self) -> RuleId {
+        RuleId::RefillDue
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let per_day = state.plan.doses_per_day() as f64;
+        let limit = state.plan.thresholds.refill_days * per_day;
+        let threshold = format!(
+            "färre än {} dygns doser kvar ({} doser)",
+            sv(state.plan.thresholds.refill_days, 0),
+            sv(limit, 0)
+        );
+        for e in input
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::RefillLow)
+        {
+            let text = format!(
+                "Dispensern behöver fyllas på (rapporterat {}).",
+                local_day_hhmm(e.time, state.tz)
+            );
+            let ev = vec![event_evidence(ctx.device, e.kind, e.time, ctx)];
+            let f = ctx.finding(
+                RuleId::RefillDue,
+                text,
+                threshold.clone(),
+                ev,
+                e.time,
+                e.time,
+            );
+            ctx.raise(f);
+        }
+        for s in input.status {
+            let (StatusField::DosesLeft, StatusValue::Number(left)) = (&s.field, &s.value) else {
+                continue;
+            };
+            state.device_mut(ctx.device).doses_left = Some(*left);
+            if *left <= limit {
+                let text = format!(
+                    "Dispensern har {} doser kvar, mindre än {} dygn med {} doser om dagen. Fyll på.",
+                    sv(*left, 0),
+                    sv(state.plan.thresholds.refill_days, 0),
+                    sv(per_day, 0)
+                );
+                let ev = vec![Evidence {
+                    time: s.time,
+                    device_id: ctx.device_name(ctx.device).to_owned(),
+                    name: StatusField::DosesLeft.as_str().to_owned(),
+                    value: Some(*left),
+                    unit: None,
+                }];
+                let f = ctx.finding(
+                    RuleId::RefillDue,
+                    text,
+                    threshold.clone(),
+                    ev,
+                    s.time,
+                    s.time,
+                );
+                ctx.raise(f);
+            } else {
+                ctx.clear(
+                    RuleId::RefillDue,
+                    None,
+                    format!("Påfylld: {} doser kvar.", sv(*left, 0)),
+                );
+            }
+        }
+    }
+}
+
+impl Rule for DispenserFault {
+    fn id(&self) -> RuleId {
+        RuleId::DispenserFault
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let device = ctx.device;
+        for e in input.events {
+            match e.kind {
+                EventKind::DispenserFault => {
+                    state.device_mut(device).fault = true;
+                    let what = e
+                        .text
+                        .as_deref()
+                        .map(|t| format!(": {t}"))
+                        .unwrap_or_default();
+                    let text = format!(
+                        "Fel på medicindispensern {}{what}. Doserna kan utebli; kontakta patienten.",
+                        local_day_hhmm(e.time, state.tz)
+                    );
+                    let ev = vec![event_evidence(device, e.kind, e.time, ctx)];
+                    let mut f = ctx.finding(
+                        RuleId::DispenserFault,
+                        text,
+                        "felrapport från dispensern".into(),
+                        ev,
+                        e.time,
+                        e.time,
+                    );
+                    f.device_id = Some(ctx.device_name(device).to_owned());
+                    ctx.raise(f);
+                }
+                EventKind::DoseTaken | EventKind::DoseDue if state.device_mut(device).fault => {
+                    state.device_mut(device).fault = false;
+                    ctx.clear(
+                        RuleId::DispenserFault,
+                        Some(device),
+                        "Dispensern delar ut doser igen.".into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rules::testing::{Harness, at};
+
+    const MIN: i64 = UnixMillis::MINUTE;
+
+    #[test]
+    fn a_dose_not_taken_within_the_window_is_missed() {
+        for (taken_after_min, missed) in [
+            (None, true),
+            (Some(59), false),
+            (Some(60), false),
+            (Some(61), true),
+        ] {
+            let mut h = Harness::new();
+            let due = at(0, "08:00");
+            h.dose(due, EventKind::DoseDue, "d-morning");
+            h.tick(due.plus_millis(60 * MIN));
+            assert!(
+                h.explanations(RuleId::MissedDose).is_empty(),
+                "not before the window has passed"
+            );
+            if let Some(m) = taken_after_min {
+                // Delivered as it happened (a late one after the tick above).
+                h.dose(due.plus_millis(m * MIN), EventKind::DoseTaken, "d-morning");
+            }
+            h.tick(due.plus_millis(2 * 60 * MIN));
+            assert_eq!(
+                h.active(RuleId::MissedDose),
+                missed,
+                "taken after {taken_after_min:?} min"
+            );
+        }
+    }
+
+    #[test]
+    fn the_text_names_the_dose_and_the_time() {
+        let mut h = Harness::new();
+        let due = at(0, "08:00");
+        h.dose(due, EventKind::DoseDue, "d-morning");
+        h.tick(due.plus_millis(61 * MIN));
+        assert_eq!(
+            h.explanations(RuleId::MissedDose),
+            [
+                "Dosen \u{201d}d-morning\u{201d} (utsatt 1/11 08:00) är inte tagen 60 min efter utsatt tid."
+            ]
+        );
+    }
+
+    #[test]
+    fn a_late_event_of_a_dose_taken_in_time_withdraws() {
+        let mut h = Harness::new();
+        let due = at(0, "08:00");
+        h.dose(due, EventKind::DoseDue, "d1");
+        h.tick(due.plus_millis(90 * MIN));
+        assert!(h.active(RuleId::MissedDose));
+        // The dispenser was offline: the event of 08:20 arrives at 09:40.
+        h.arrive_at(due.plus_millis(100 * MIN));
+        h.dose(due.plus_millis(20 * MIN), EventKind::DoseTaken, "d1");
+        assert!(!h.active(RuleId::MissedDose));
+        assert_eq!(h.withdrawals(), 1);
+    }
+
+    #[test]
+    fn the_dispensers_own_report_raises_at_once() {
+        let mut h = Harness::new();
+        let due = at(0, "20:00");
+        h.dose(due, EventKind::DoseDue, "d-evening");
+        h.dose(
+            due.plus_millis(60 * MIN),
+            EventKind::DoseMissed,
+            "d-evening",
+        );
+        assert!(h.active(RuleId::MissedDose));
+        // The deadline finds it filed already: one alert, one raise.
+        h.tick(due.plus_millis(120 * MIN));
+        assert_eq!(h.explanations(RuleId::MissedDose).len(), 1);
+    }
+
+    #[test]
+    fn refill_below_two_days_and_clears_when_refilled() {
+        let mut h = Harness::with_plan(serde_json::json!({
+            "doses": [{"name": "morgon", "at": "08:00"}, {"name": "kväll", "at": "20:00"}]
+        }));
+        let t = at(0, "09:00");
+        h.doses_left(t, 5.0);
+        assert!(!h.active(RuleId::RefillDue), "5 doses > 2 days × 2 doses");
+        h.doses_left(t.plus_millis(MIN), 4.0);
+        assert!(h.active(RuleId::RefillDue));
+        h.doses_left(t.plus_millis(2 * MIN), 28.0);
+        assert!(!h.active(RuleId::RefillDue), "refilled");
+        h.dose(t.plus_millis(3 * MIN), EventKind::RefillLow, "");
+        assert!(h.active(RuleId::RefillDue));
+    }
+
+    #[test]
+    fn a_fault_clears_when_the_dispenser_works_again() {
+        let mut h = Harness::new();
+        let t = at(0, "09:00");
+        h.dose(t, EventKind::DispenserFault, "jam");
+        assert!(h.active_device(RuleId::DispenserFault, "disp-1"));
+        h.dose(t.plus_millis(MIN), EventKind::DoseDue, "d2");
+        assert!(!h.active_device(RuleId::DispenserFault, "disp-1"));
+    }
+}

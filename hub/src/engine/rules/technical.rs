@@ -1,0 +1,279 @@
+//! Technical alerts about a device (one alert per device), which clear
+//! themselves when the condition clears:
+//!
+//! - `device_offline` (low): the device's last will says `offline`, or
+//!   3 × its promised heartbeat (`hb`) passed without a status message
+//!   (only devices that send `hb`; most scales sleep between readings).
+//!   Clears at the device's next message.
+//! - `low_battery` (low): `batt` ≤ 20 %; clears at ≥ 30 % (hysteresis, so a
+//!   battery hovering at 21 % does not flap).
+
+use vaka_gateway::UnixMillis;
+use vaka_gateway::model::{StatusField, StatusValue};
+
+use super::{Context, Evidence, Input, Rule, RuleId, local_day_hhmm, sv};
+use crate::engine::patient::{DeviceRef, PatientState};
+
+pub struct DeviceOffline;
+pub struct LowBattery;
+
+fn status_evidence(
+    device: DeviceRef,
+    field: StatusField,
+    time: UnixMillis,
+    value: Option<f64>,
+    ctx: &Context<'_>,
+) -> Evidence {
+    Evidence {
+        time,
+        device_id: ctx.device_name(device).to_owned(),
+        name: field.as_str().to_owned(),
+        value,
+        unit: (field == StatusField::Batt).then(|| "%".to_owned()),
+    }
+}
+
+fn raise_for_device(
+    rule: RuleId,
+    device: DeviceRef,
+    explanation: String,
+    threshold: String,
+    ev: Vec<Evidence>,
+    at: UnixMillis,
+    ctx: &mut Context<'_>,
+) {
+    let mut f = ctx.finding(rule, explanation, threshold, ev, at, at);
+    f.device_id = Some(ctx.device_name(device).to_owned());
+    ctx.raise(f);
+}
+
+impl Rule for DeviceOffline {
+    fn id(&self) -> RuleId {
+        RuleId::DeviceOffline
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let device = ctx.device;
+        let newest = input
+            .observations
+            .iter()
+            .map(|o| o.time)
+            .chain(input.events.iter().map(|e| e.time))
+            .chain(input.status.iter().map(|s| s.time))
+            .max();
+        let Some(newest) = newest else {
+            return;
+        };
+        let says_offline = input.status.iter().find(|s| {
+            s.field == StatusField::Conn && s.value == StatusValue::Text("offline".into())
+        });
+        let missed = state.plan.thresholds.missed_heartbeats;
+        let d = state.device_mut(device);
+        d.last_message = d.last_message.max(Some(newest));
+        for s in input.status {
+            if let (StatusField::Hb, StatusValue::Number(hb)) = (&s.field, &s.value) {
+                d.heartbeat_ms = Some((hb * 1000.0) as i64);
+            }
+        }
+        if !input.status.is_empty() {
+            let t = input.status.iter().map(|s| s.time).max().unwrap_or(newest);
+            d.last_status = d.last_status.max(Some(t));
+        }
+        let (heartbeat, last_status) = (d.heartbeat_ms, d.last_status);
+        if let Some(s) = says_offline {
+            d.offline = true;
+            let text = format!(
+                "Enheten {} har kopplats från ({}). Mätningar från den kommer inte fram.",
+                ctx.device_name(device),
+                local_day_hhmm(s.time, state.tz)
+            );
+            let ev = vec![status_evidence(
+                device,
+                StatusField::Conn,
+                s.time,
+                None,
+                ctx,
+            )];
+            raise_for_device(
+                RuleId::DeviceOffline,
+                device,
+                text,
+                "enheten meddelar frånkoppling".into(),
+                ev,
+                s.time,
+                ctx,
+            );
+            return;
+        }
+        if d.offline {
+            d.offline = false;
+            ctx.clear(
+                RuleId::DeviceOffline,
+                Some(device),
+                "Enheten hörs av igen.".into(),
+            );
+        }
+        if let (Some(hb), Some(last)) = (heartbeat, last_status) {
+            ctx.wake_at.push((
+                last.plus_millis(hb * i64::from(missed) + 1),
+                RuleId::DeviceOffline,
+            ));
+        }
+    }
+
+    fn on_deadline(&self, state: &mut PatientState, ctx: &mut Context<'_>) {
+        let missed = state.plan.thresholds.missed_heartbeats;
+        let tz = state.tz;
+        let now = ctx.now;
+        let mut silent = Vec::new();
+        for d in state.devices.iter_mut() {
+            let (Some(hb), Some(last)) = (d.heartbeat_ms, d.last_status) else {
+                continue;
+            };
+            let deadline = last.plus_millis(hb * i64::from(missed));
+            if !d.offline && now > deadline {
+                d.offline = true;
+                silent.push((d.device, hb, last, deadline));
+            }
+        }
+        for (device, hb, last, deadline) in silent {
+            let text = format!(
+                "Enheten {} har inte hörts av sedan {} ({} missade livstecken à {} s).",
+                ctx.device_name(device),
+                local_day_hhmm(last, tz),
+                missed,
+                hb / 1000
+            );
+            let threshold = format!("{missed} × livstecken utan statusmeddelande");
+            let ev = vec![status_evidence(
+                device,
+                StatusField::Hb,
+                last,
+                Some(hb as f64 / 1000.0),
+                ctx,
+            )];
+            raise_for_device(
+                RuleId::DeviceOffline,
+                device,
+                text,
+                threshold,
+                ev,
+                deadline,
+                ctx,
+            );
+        }
+    }
+}
+
+impl Rule for LowBattery {
+    fn id(&self) -> RuleId {
+        RuleId::LowBattery
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let device = ctx.device;
+        let (low, ok) = (
+            state.plan.thresholds.battery_low_pct,
+            state.plan.thresholds.battery_ok_pct,
+        );
+        for s in input.status {
+            let (StatusField::Batt, StatusValue::Number(pct)) = (&s.field, &s.value) else {
+                continue;
+            };
+            let d = state.device_mut(device);
+            if *pct <= low {
+                d.battery_low = true;
+                let text = format!(
+                    "Batteriet i {} är nästan slut ({} %). Be patienten ladda eller byta batteri.",
+                    ctx.device_name(device),
+                    sv(*pct, 0)
+                );
+                let ev = vec![status_evidence(
+                    device,
+                    StatusField::Batt,
+                    s.time,
+                    Some(*pct),
+                    ctx,
+                )];
+                raise_for_device(
+                    RuleId::LowBattery,
+                    device,
+                    text,
+                    format!("≤ {} %", sv(low, 0)),
+                    ev,
+                    s.time,
+                    ctx,
+                );
+            } else if *pct >= ok && d.battery_low {
+                d.battery_low = false;
+                ctx.clear(
+                    RuleId::LowBattery,
+                    Some(device),
+                    format!("Batteriet laddat: {} %.", sv(*pct, 0)),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rules::testing::{Harness, at};
+
+    const SEC: i64 = UnixMillis::SECOND;
+
+    #[test]
+    fn the_last_will_and_missing_heartbeats() {
+        let mut h = Harness::new();
+        let t = at(0, "10:00");
+        h.status_hb(t, 60.0);
+        h.tick(t.plus_millis(180 * SEC));
+        assert!(
+            !h.active_device(RuleId::DeviceOffline, "fall-1"),
+            "exactly 3 heartbeats"
+        );
+        h.tick(t.plus_millis(181 * SEC));
+        assert!(h.active_device(RuleId::DeviceOffline, "fall-1"));
+        // Any message clears it.
+        h.status_hb(t.plus_millis(200 * SEC), 60.0);
+        assert!(!h.active_device(RuleId::DeviceOffline, "fall-1"));
+        // The last will raises at once.
+        h.status_conn(t.plus_millis(210 * SEC), "offline");
+        assert!(h.active_device(RuleId::DeviceOffline, "fall-1"));
+    }
+
+    #[test]
+    fn a_device_without_heartbeat_is_never_offline_by_silence() {
+        let mut h = Harness::new();
+        let t = at(0, "07:00");
+        h.weight(t, 80.0);
+        h.tick(t.plus_millis(7 * UnixMillis::DAY));
+        assert!(!h.active(RuleId::DeviceOffline));
+    }
+
+    #[test]
+    fn battery_with_hysteresis() {
+        let mut h = Harness::new();
+        let t = at(0, "10:00");
+        for (i, (pct, low)) in [
+            (50.0, false),
+            (21.0, false),
+            (20.0, true),
+            (25.0, true),
+            (29.0, true),
+            (30.0, false),
+            (22.0, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            h.battery(t.plus_millis(i as i64 * 60 * SEC), pct);
+            assert_eq!(
+                h.active_device(RuleId::LowBattery, "fall-1"),
+                low,
+                "at {pct} %"
+            );
+        }
+    }
+}
