@@ -820,4 +820,154 @@ mod tests {
         );
         assert_eq!(book.apply(&w(100), UnixMillis(3)), None);
     }
+
+    fn medium(t: i64) -> Decision {
+        let Decision::Raise(mut f) = finding(RuleId::WeightGain3d, t) else {
+            unreachable!()
+        };
+        f.rule = RuleId::WeightGain3d;
+        Decision::Raise(f)
+    }
+
+    const MIN: i64 = UnixMillis::MINUTE;
+
+    #[test]
+    fn unacknowledged_alerts_escalate_twice_then_stop() {
+        let mut book = AlertBook::default();
+        let c = book
+            .apply(&finding(RuleId::Fall, 100), UnixMillis(0))
+            .unwrap();
+        book.set_id(&c.alert, 1);
+        assert_eq!(book.next_deadline(), Some(UnixMillis(5 * MIN)));
+        assert!(book.tick(UnixMillis(5 * MIN - 1)).is_empty());
+        let up = book.tick(UnixMillis(5 * MIN));
+        assert_eq!(up.len(), 1);
+        assert_eq!(
+            (up[0].transition.action, up[0].alert.escalation_level),
+            ("escalated", 1)
+        );
+        assert!(
+            up[0]
+                .transition
+                .note
+                .as_deref()
+                .unwrap_or("")
+                .contains("arbetsledande sjuksköterska")
+        );
+        // Far later: level 2 once, never beyond.
+        let up = book.tick(UnixMillis(60 * MIN));
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].alert.escalation_level, 2);
+        assert!(book.tick(UnixMillis(120 * MIN)).is_empty());
+        assert_eq!(book.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_acknowledged_alert_does_not_escalate_and_low_never_does() {
+        let mut book = AlertBook::default();
+        let c = book
+            .apply(&finding(RuleId::Fall, 100), UnixMillis(0))
+            .unwrap();
+        book.set_id(&c.alert, 1);
+        book.acknowledge(1, "n", UnixMillis(MIN)).unwrap();
+        assert!(book.tick(UnixMillis(60 * MIN)).is_empty());
+        let Decision::Raise(mut low) = finding(RuleId::LowBattery, 5) else {
+            unreachable!()
+        };
+        low.device_id = Some("d".into());
+        book.apply(&Decision::Raise(low), UnixMillis(0)).unwrap();
+        assert!(book.tick(UnixMillis(24 * 60 * MIN)).is_empty());
+    }
+
+    #[test]
+    fn medium_escalates_after_30_minutes() {
+        let mut book = AlertBook::default();
+        book.apply(&medium(100), UnixMillis(0)).unwrap();
+        assert!(book.tick(UnixMillis(30 * MIN - 1)).is_empty());
+        assert_eq!(book.tick(UnixMillis(30 * MIN)).len(), 1);
+    }
+
+    #[test]
+    fn snoozing_has_rules_and_ends_by_itself() {
+        let mut book = AlertBook::default();
+        let c = book
+            .apply(&finding(RuleId::Fall, 100), UnixMillis(0))
+            .unwrap();
+        book.set_id(&c.alert, 1);
+        assert_eq!(
+            book.snooze(1, "n", UnixMillis(60 * MIN), "later", UnixMillis(0))
+                .unwrap_err(),
+            ActionError::NotSnoozable
+        );
+        let c = book.apply(&medium(200), UnixMillis(0)).unwrap();
+        book.set_id(&c.alert, 2);
+        assert!(matches!(
+            book.snooze(2, "n", UnixMillis(60 * MIN), " ", UnixMillis(0)),
+            Err(ActionError::Invalid(_))
+        ));
+        assert!(matches!(
+            book.snooze(2, "n", UnixMillis(25 * 60 * MIN), "later", UnixMillis(0)),
+            Err(ActionError::Invalid(_))
+        ));
+        let s = book
+            .snooze(
+                2,
+                "n",
+                UnixMillis(60 * MIN),
+                "patienten ringer själv",
+                UnixMillis(0),
+            )
+            .unwrap();
+        assert_eq!(
+            (s.alert.state, s.alert.snooze_count),
+            (AlertState::Snoozed, 1)
+        );
+        // Snoozed: no escalation at 30 min; back to open at 60 min, and the
+        // escalation clock starts again from then.
+        assert!(
+            book.tick(UnixMillis(59 * MIN))
+                .iter()
+                .all(|c| c.alert.alert_id != Some(2))
+        );
+        let back = book.tick(UnixMillis(60 * MIN));
+        let back: Vec<_> = back
+            .iter()
+            .filter(|c| c.alert.alert_id == Some(2))
+            .collect();
+        assert_eq!(back[0].transition.action, "unsnoozed");
+        assert_eq!(back[0].alert.attention_since, UnixMillis(60 * MIN));
+        // At most three snoozes.
+        for i in 0..2 {
+            let t = UnixMillis((61 + i) * MIN);
+            book.snooze(2, "n", t.plus_millis(MIN), "igen", t).unwrap();
+            book.tick(t.plus_millis(MIN));
+        }
+        assert!(matches!(
+            book.snooze(2, "n", UnixMillis(100 * MIN), "igen", UnixMillis(70 * MIN)),
+            Err(ActionError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn self_clearing_alerts_clear() {
+        let mut book = AlertBook::default();
+        let Decision::Raise(mut f) = finding(RuleId::LowBattery, 5) else {
+            unreachable!()
+        };
+        f.device_id = Some("scale-1".into());
+        book.apply(&Decision::Raise(f), UnixMillis(0)).unwrap();
+        let clear = |device: &str| Decision::Clear {
+            rule: RuleId::LowBattery,
+            patient_id: "p1".into(),
+            device_id: Some(device.into()),
+            reason: "laddat".into(),
+        };
+        assert_eq!(book.apply(&clear("other"), UnixMillis(1)), None);
+        let c = book.apply(&clear("scale-1"), UnixMillis(1)).unwrap();
+        assert_eq!(
+            (c.transition.action, c.alert.outcome.as_deref()),
+            ("cleared", Some("cleared"))
+        );
+        assert_eq!(book.apply(&clear("scale-1"), UnixMillis(2)), None);
+    }
 }

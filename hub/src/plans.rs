@@ -158,8 +158,8 @@ pub struct DoseTime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Plan {
-    /// Set by the store: 1 for the first plan, +1 for each change.
-    #[serde(skip_deserializing)]
+    /// Set by the store: 1 for the first plan, +1 for each change (a value
+    /// given in a change is ignored).
     pub version: i32,
     pub program: Option<String>,
     /// The rules that apply; the others never fire for this patient.
@@ -186,61 +186,61 @@ impl Plan {
     /// The template of a program; without one, every rule applies.
     pub fn template(program: Option<&str>) -> Plan {
         use RuleId::*;
-        let (rules, schedule, doses): (Vec<RuleId>, Vec<(&str, &str)>, Vec<(&str, &str)>) =
-            match program {
-                Some("heart_failure") => (
-                    vec![
-                        WeightGain1d,
-                        WeightGain3d,
-                        WeightTrend,
-                        BpCrisis,
-                        Hypotension,
-                        HeartRate,
-                        Spo2,
-                        MissingMeasurement,
-                    ],
-                    vec![("weight", "10:00"), ("sys", "10:00")],
-                    vec![],
-                ),
-                Some("hypertension") => (
-                    vec![
-                        BpCrisis,
-                        BpAverage,
-                        Hypotension,
-                        HeartRate,
-                        MissingMeasurement,
-                    ],
-                    vec![("sys", "10:00")],
-                    vec![],
-                ),
-                Some("pregnancy_diabetes") => (
-                    vec![
-                        FetalBaseline,
-                        FetalVariability,
-                        FetalDeceleration,
-                        CtgSignalLoss,
-                        BpCrisis,
-                        Hypotension,
-                        HeartRate,
-                    ],
-                    vec![],
-                    vec![],
-                ),
-                Some("elderly_at_home") => (
-                    vec![MissedDose, RefillDue, DispenserFault],
-                    vec![],
-                    vec![("morning", "08:00"), ("evening", "20:00")],
-                ),
-                _ => (
-                    RuleId::ALL
-                        .iter()
-                        .copied()
-                        .filter(|r| *r != UnboundDeviceAlarm && *r != MissingMeasurement)
-                        .collect(),
-                    vec![],
-                    vec![],
-                ),
-            };
+        type Pairs = Vec<(&'static str, &'static str)>;
+        let (rules, schedule, doses): (Vec<RuleId>, Pairs, Pairs) = match program {
+            Some("heart_failure") => (
+                vec![
+                    WeightGain1d,
+                    WeightGain3d,
+                    WeightTrend,
+                    BpCrisis,
+                    Hypotension,
+                    HeartRate,
+                    Spo2,
+                    MissingMeasurement,
+                ],
+                vec![("weight", "10:00"), ("sys", "10:00")],
+                vec![],
+            ),
+            Some("hypertension") => (
+                vec![
+                    BpCrisis,
+                    BpAverage,
+                    Hypotension,
+                    HeartRate,
+                    MissingMeasurement,
+                ],
+                vec![("sys", "10:00")],
+                vec![],
+            ),
+            Some("pregnancy_diabetes") => (
+                vec![
+                    FetalBaseline,
+                    FetalVariability,
+                    FetalDeceleration,
+                    CtgSignalLoss,
+                    BpCrisis,
+                    Hypotension,
+                    HeartRate,
+                ],
+                vec![],
+                vec![],
+            ),
+            Some("elderly_at_home") => (
+                vec![MissedDose, RefillDue, DispenserFault],
+                vec![],
+                vec![("morning", "08:00"), ("evening", "20:00")],
+            ),
+            _ => (
+                RuleId::ALL
+                    .iter()
+                    .copied()
+                    .filter(|r| *r != UnboundDeviceAlarm && *r != MissingMeasurement)
+                    .collect(),
+                vec![],
+                vec![],
+            ),
+        };
         Plan {
             version: 0,
             program: program.map(str::to_owned),
@@ -278,9 +278,6 @@ impl Plan {
     pub fn patched(&self, patch: &serde_json::Value) -> Result<Plan, PlanError> {
         let mut doc = serde_json::to_value(self).map_err(|e| PlanError(e.to_string()))?;
         merge(&mut doc, patch);
-        if let Some(obj) = doc.as_object_mut() {
-            obj.remove("version");
-        }
         let mut plan: Plan = serde_json::from_value(doc).map_err(|e| PlanError(e.to_string()))?;
         plan.version = self.version;
         plan.validate()?;

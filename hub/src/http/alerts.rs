@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/alerts/{id}", get(show))
         .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
         .route("/api/v1/alerts/{id}/resolve", post(resolve))
+        .route("/api/v1/alerts/{id}/snooze", post(snooze))
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +182,54 @@ async fn resolve(
         .audit(
             &caller,
             "alert.resolve",
+            alert.patient_id.as_deref(),
+            Some(format!("alert {id}")),
+        )
+        .await?;
+    Ok(AppJson(alert))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snooze {
+    /// RFC 3339, or …
+    until: Option<String>,
+    /// … minutes from now.
+    minutes: Option<i64>,
+    reason: String,
+    by: Option<String>,
+}
+
+async fn snooze(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    AppJson(body): AppJson<Snooze>,
+) -> Result<AppJson<Alert>, ApiError> {
+    let now = state.clock.now();
+    let until = match (body.until.as_deref(), body.minutes) {
+        (Some(t), None) => super::parse_time("until", t)?,
+        (None, Some(m)) if m > 0 => now.plus_millis(m * vaka_gateway::UnixMillis::MINUTE),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either until (RFC 3339) or minutes (> 0)".into(),
+            ));
+        }
+    };
+    let alert = act(
+        &state,
+        AlertAction::Snooze {
+            alert_id: id,
+            actor: actor(&caller, body.by),
+            until,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    state
+        .audit(
+            &caller,
+            "alert.snooze",
             alert.patient_id.as_deref(),
             Some(format!("alert {id}")),
         )

@@ -79,6 +79,9 @@ impl From<ActionFailure> for ApiError {
         match e {
             ActionFailure::Rejected(ActionError::NotFound) => ApiError::NotFound("alert"),
             ActionFailure::Rejected(ActionError::Invalid(m)) => ApiError::BadRequest(m),
+            ActionFailure::Rejected(ActionError::NotSnoozable) => {
+                ApiError::BadRequest("a high alert cannot be snoozed".into())
+            }
             ActionFailure::Rejected(e) => ApiError::Conflict(e.to_string()),
             ActionFailure::Store(e) => ApiError::Store(e),
         }

@@ -11,6 +11,7 @@ mod devices;
 pub mod error;
 mod health;
 mod patients;
+mod plans;
 mod ws;
 
 #[cfg(test)]
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(patients::router())
         .merge(devices::router())
         .merge(alerts::router())
+        .merge(plans::router())
         .merge(ws::router())
         .with_state(state)
         .merge(vaka_dashboards::router())

@@ -382,3 +382,160 @@ async fn health_readiness_and_metrics() {
         assert!(text.contains(name), "{name} missing");
     }
 }
+
+#[tokio::test]
+async fn plans_are_versioned_and_take_effect_at_once() {
+    let app = app().await;
+    app.authed(
+        "POST",
+        "/api/v1/patients",
+        Some(json!({"id": "p1", "name": "Testa Testsson", "program": "heart_failure"})),
+    )
+    .await;
+    let (s, plan) = app.authed("GET", "/api/v1/patients/p1/plan", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (plan["version"].as_i64(), plan["program"].as_str()),
+        (Some(1), Some("heart_failure"))
+    );
+    assert_eq!(plan["thresholds"]["spo2_low_pct"], 92.0);
+
+    for bad in [
+        json!({"changes": {"thresholds": {"spo2_low_pct": 88}}, "reason": ""}),
+        json!({"changes": {"thresholds": {"spo2_low_pct": 20}}, "reason": "x"}),
+        json!({"changes": 5, "reason": "x"}),
+    ] {
+        let (s, _) = app
+            .authed("PUT", "/api/v1/patients/p1/plan", Some(bad.clone()))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (s, plan) = app
+        .authed(
+            "PUT",
+            "/api/v1/patients/p1/plan",
+            Some(json!({"changes": {"thresholds": {"spo2_low_pct": 88}}, "reason": "KOL", "by": "Dr Läkare"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["version"], 2);
+    let (_, history) = app
+        .authed("GET", "/api/v1/patients/p1/plan/history", None)
+        .await;
+    let history = history.as_array().cloned().unwrap_or_default();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        (
+            history[0]["version"].as_i64(),
+            history[0]["changed_by"].as_str()
+        ),
+        (Some(2), Some("Dr Läkare"))
+    );
+    assert_eq!(history[0]["reason"], "KOL");
+    let previous: Value =
+        serde_json::from_str(history[0]["previous"].as_str().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(previous["thresholds"]["spo2_low_pct"], 92.0);
+
+    // The running engine uses the new threshold: 90 % is no alarm now, 87 % is.
+    let mut rx = app.state.broadcast.subscribe();
+    let now = UnixMillis::now();
+    let ox = |t: UnixMillis, spo2: f64| Ingested {
+        patient_id: "p1".into(),
+        device_id: "ox-1".into(),
+        arrived: t,
+        content: Content::Observations(vec![vaka_gateway::model::Observation {
+            time: t,
+            metric: vaka_gateway::model::Metric::Spo2,
+            value: spo2,
+        }]),
+    };
+    let t0 = UnixMillis(now.0 - 20 * 60_000);
+    let batch = vec![
+        ox(t0, 90.0),
+        ox(t0.plus_millis(60_000), 90.0),
+        ox(t0.plus_millis(120_000), 87.0),
+        ox(t0.plus_millis(180_000), 86.0),
+    ];
+    app.state
+        .engine
+        .send(EngineMsg::Ingested(batch))
+        .await
+        .expect("engine");
+    let frame: Value = serde_json::from_str(&rx.recv().await.expect("an alert")).expect("json");
+    assert_eq!(frame["alert"]["rule"], "spo2");
+    assert_eq!(frame["alert"]["plan_version"], 2);
+    assert!(
+        frame["alert"]["explanation"]
+            .as_str()
+            .unwrap_or("")
+            .contains("87 %"),
+        "{frame}"
+    );
+}
+
+#[tokio::test]
+async fn snooze_is_for_medium_and_low_only() {
+    let app = app().await;
+    app.authed(
+        "POST",
+        "/api/v1/patients",
+        Some(json!({"id": "p1", "name": "Testa Testsson"})),
+    )
+    .await;
+    let mut rx = app.state.broadcast.subscribe();
+    let now = UnixMillis::now();
+    let dose = |kind, t| Ingested {
+        patient_id: "p1".into(),
+        device_id: "disp-1".into(),
+        arrived: t,
+        content: Content::Events(vec![Event {
+            time: t,
+            kind,
+            text: Some("d1".into()),
+        }]),
+    };
+    app.state
+        .engine
+        .send(EngineMsg::Ingested(vec![
+            dose(EventKind::DoseMissed, now),
+            dose(EventKind::Fall, now),
+        ]))
+        .await
+        .expect("engine");
+    let mut ids = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let frame: Value =
+            serde_json::from_str(&rx.recv().await.expect("broadcast")).expect("json");
+        ids.insert(
+            frame["alert"]["rule"].as_str().unwrap_or("").to_owned(),
+            frame["alert"]["alert_id"].as_i64().unwrap_or(0),
+        );
+    }
+    let (s, body) = app
+        .authed(
+            "POST",
+            &format!("/api/v1/alerts/{}/snooze", ids["fall"]),
+            Some(json!({"minutes": 30, "reason": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, a) = app
+        .authed(
+            "POST",
+            &format!("/api/v1/alerts/{}/snooze", ids["missed_dose"]),
+            Some(json!({"minutes": 30, "reason": "hemtjänsten är på väg"})),
+        )
+        .await;
+    assert_eq!(
+        (s, a["state"].as_str(), a["snooze_count"].as_i64()),
+        (StatusCode::OK, Some("snoozed"), Some(1))
+    );
+    let (s, _) = app
+        .authed(
+            "POST",
+            &format!("/api/v1/alerts/{}/snooze", ids["missed_dose"]),
+            Some(json!({"minutes": 3000, "reason": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "longer than 24 h");
+}
