@@ -22,6 +22,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod plans;
+pub mod replay;
 pub mod store;
 
 use std::sync::Arc;

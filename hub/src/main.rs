@@ -58,6 +58,37 @@ enum Command {
     Demo(DemoArgs),
     /// Create or upgrade the database schema, then exit. Safe to repeat.
     Migrate(DatabaseArgs),
+    /// Run the rules over a patient's stored history and print the alerts
+    /// they would have raised (with the current plan, or a proposed one).
+    /// Writes nothing.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    /// The patient id.
+    #[arg(long)]
+    patient: String,
+
+    /// Start (RFC 3339, e.g. 2026-09-01T00:00:00Z); default: 90 days before --to.
+    #[arg(long)]
+    from: Option<String>,
+
+    /// End (RFC 3339); default: now.
+    #[arg(long)]
+    to: Option<String>,
+
+    /// A JSON file with a proposed plan, or a merge patch on the current one,
+    /// e.g. {"thresholds": {"weight_gain_3d_kg": 1.5}}.
+    #[arg(long)]
+    plan: Option<std::path::PathBuf>,
+
+    /// Print the alerts as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -176,6 +207,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => run_demo(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Replay(args) => replay(args).await,
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -266,6 +298,97 @@ async fn migrate(args: DatabaseArgs) -> Result<(), Failure> {
         store.backend()
     );
     store.close().await;
+    Ok(())
+}
+
+fn parse_time(flag: &str, value: &str) -> Result<UnixMillis, Failure> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| UnixMillis(t.timestamp_millis()))
+        .map_err(|e| {
+            Failure::Usage(anyhow::anyhow!(
+                "{flag} {value:?} is not an RFC 3339 time: {e}"
+            ))
+        })
+}
+
+async fn replay(args: ReplayArgs) -> Result<(), Failure> {
+    let to = match &args.to {
+        Some(t) => parse_time("--to", t)?,
+        None => UnixMillis::now(),
+    };
+    let from = match &args.from {
+        Some(t) => parse_time("--from", t)?,
+        None => UnixMillis(to.0 - 90 * UnixMillis::DAY),
+    };
+    if from >= to {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--from must be before --to"
+        )));
+    }
+    let patch = match &args.plan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::Usage(anyhow::anyhow!("cannot read {}: {e}", path.display()))
+            })?;
+            Some(
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    Failure::Usage(anyhow::anyhow!("{} is not JSON: {e}", path.display()))
+                })?,
+            )
+        }
+        None => None,
+    };
+    let store = connect(&args.database.database_url).await?;
+    let report = vaka_hub::replay::replay(&store, &args.patient, from, to, patch.as_ref())
+        .await
+        .map_err(|e| match e {
+            vaka_hub::replay::ReplayError::Plan(e) => Failure::Usage(e.into()),
+            vaka_hub::replay::ReplayError::NoPatient(p) => {
+                Failure::Usage(anyhow::anyhow!("no patient {p:?}"))
+            }
+            e => Failure::Runtime(e.into()),
+        })?;
+    store.close().await;
+    if args.json {
+        let json =
+            serde_json::to_string_pretty(&report.alerts).context("alerts do not serialize")?;
+        println!("{json}");
+        return Ok(());
+    }
+    let day = |t: UnixMillis| {
+        vaka_hub::alerts::rfc3339(t)
+            .get(..16)
+            .unwrap_or_default()
+            .replace('T', " ")
+    };
+    println!(
+        "Replay of {} from {} to {} (UTC), plan version {}{}: {} messages, {} alerts.",
+        args.patient,
+        day(from),
+        day(to),
+        report.plan.version,
+        if args.plan.is_some() {
+            " with the proposed changes"
+        } else {
+            ""
+        },
+        report.messages,
+        report.alerts.len()
+    );
+    for a in &report.alerts {
+        let state = match (a.state.as_str(), a.outcome.as_deref()) {
+            ("resolved", Some(o)) => o.to_owned(),
+            (s, _) => s.to_owned(),
+        };
+        println!(
+            "  {}  {:<20} {:<6} {:<10} {}",
+            day(a.first_reading_at),
+            a.rule.as_str(),
+            a.severity.as_str(),
+            state,
+            a.explanation
+        );
+    }
     Ok(())
 }
 

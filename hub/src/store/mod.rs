@@ -428,6 +428,61 @@ impl Store {
         rows.into_iter().map(PatientEvent::try_from).collect()
     }
 
+    /// One patient's observations, events and status in `[from, to)` (data
+    /// time), each oldest first: what `vaka replay` runs the rules over.
+    pub async fn patient_history(
+        &self,
+        patient_id: &str,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<(
+        Vec<PatientObservation>,
+        Vec<PatientEvent>,
+        Vec<PatientStatus>,
+    )> {
+        let (from, to) = (DbTime(from), DbTime(to));
+        let obs: Vec<PatientObservationRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT time, patient_id, device_id, metric, value FROM observations
+             WHERE patient_id = $1 AND time >= $2 AND time < $3 ORDER BY time, device_id, metric",
+        )
+        .bind(patient_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await)?;
+        let events: Vec<PatientEventRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT time, patient_id, device_id, kind, text FROM events
+             WHERE patient_id = $1 AND time >= $2 AND time < $3 ORDER BY time, device_id, kind",
+        )
+        .bind(patient_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await)?;
+        let status: Vec<PatientStatusRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT time, patient_id, device_id, field, value_num, value_text FROM status_reports
+             WHERE patient_id = $1 AND time >= $2 AND time < $3 ORDER BY time, device_id, field",
+        )
+        .bind(patient_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await)?;
+        Ok((
+            obs.into_iter()
+                .map(PatientObservation::try_from)
+                .collect::<Result<_>>()?,
+            events
+                .into_iter()
+                .map(PatientEvent::try_from)
+                .collect::<Result<_>>()?,
+            status
+                .into_iter()
+                .map(PatientStatus::try_from)
+                .collect::<Result<_>>()?,
+        ))
+    }
+
     /// Status reports since `since` (data time) of bound devices, oldest first.
     pub async fn status_since(&self, since: UnixMillis) -> Result<Vec<PatientStatus>> {
         let rows: Vec<PatientStatusRow> = on_pool!(self, pool => sqlx::query_as(
