@@ -15,12 +15,15 @@ pub struct Absorbed {
     pub weight_days: Vec<i32>,
     /// New vital-sign readings (in time order).
     pub vitals: Vec<Vital>,
+    /// Readings being assembled (reused, so absorbing allocates nothing).
+    taken: Vec<Vital>,
 }
 
 impl Absorbed {
     pub fn clear(&mut self) {
         self.weight_days.clear();
         self.vitals.clear();
+        self.taken.clear();
     }
 }
 
@@ -48,7 +51,7 @@ pub fn absorb(state: &mut PatientState, device: DeviceRef, content: &Content, ou
             out.weight_days.sort_unstable();
             out.weight_days.dedup();
 
-            let mut taken: Vec<Vital> = Vec::new();
+            let mut taken = std::mem::take(&mut out.taken);
             for o in obs {
                 if !matches!(
                     o.metric,
@@ -59,7 +62,7 @@ pub fn absorb(state: &mut PatientState, device: DeviceRef, content: &Content, ou
                 let i = match taken.iter().position(|v| v.time == o.time) {
                     Some(i) => i,
                     None => {
-                        taken.push(Vital::new(o.time, device));
+                        taken.push(Vital::new(o.time, device, state.local_day(o.time)));
                         taken.len() - 1
                     }
                 };
@@ -72,11 +75,13 @@ pub fn absorb(state: &mut PatientState, device: DeviceRef, content: &Content, ou
                 taken[i].set(slot, o.value);
             }
             taken.sort_by_key(|v| v.time);
-            for v in taken {
+            for &v in taken.iter() {
                 if state.vitals.insert(v, |v| v.key()) == Inserted::New {
                     out.vitals.push(v);
                 }
             }
+            taken.clear();
+            out.taken = taken;
         }
         Content::Events(events) => {
             for e in events

@@ -18,9 +18,10 @@ pub mod patient;
 pub mod rules;
 pub mod task;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap as HashMap;
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::Content;
 
@@ -40,6 +41,7 @@ pub struct Engine {
     deadlines: BTreeSet<(UnixMillis, u32, RuleId)>,
     /// Reused between messages, so the hot path does not allocate.
     scratch: Absorbed,
+    wake_scratch: Vec<(UnixMillis, RuleId)>,
 }
 
 impl Default for Engine {
@@ -80,11 +82,12 @@ impl Engine {
             rules: all_rules(),
             patients: Vec::new(),
             patient_ids: Vec::new(),
-            patient_index: HashMap::new(),
+            patient_index: HashMap::default(),
             devices: Vec::new(),
-            device_index: HashMap::new(),
+            device_index: HashMap::default(),
             deadlines: BTreeSet::new(),
             scratch: Absorbed::default(),
+            wake_scratch: Vec::new(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Engine {
         self.patients[p as usize].set_plan(plan);
         self.run(
             p,
+            None,
             DeviceRef(u32::MAX),
             now,
             book,
@@ -187,17 +191,20 @@ impl Engine {
         book: &AlertBook,
         out: &mut Vec<Decision>,
     ) {
-        if !self.has_patient(patient_id) {
-            self.add_patient(
-                patient_id,
-                chrono_tz::Europe::Stockholm,
-                Arc::default(),
-                arrived,
-                book,
-                out,
-            );
-        }
-        let p = self.patient_index[patient_id];
+        let p = match self.patient_index.get(patient_id) {
+            Some(&p) => p,
+            None => {
+                self.add_patient(
+                    patient_id,
+                    chrono_tz::Europe::Stockholm,
+                    Arc::default(),
+                    arrived,
+                    book,
+                    out,
+                );
+                self.patient_index[patient_id]
+            }
+        };
         let device = self.device(device_id);
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
@@ -226,7 +233,7 @@ impl Engine {
             vitals: &scratch.vitals,
             ..input
         };
-        self.run(p, device, arrived, book, out, |rule, state, ctx| {
+        self.run(p, None, device, arrived, book, out, |rule, state, ctx| {
             rule.on_input(state, &input, ctx)
         });
         self.scratch = scratch;
@@ -241,24 +248,24 @@ impl Engine {
             self.deadlines.pop_first();
             self.run(
                 p,
+                Some(rule_id),
                 DeviceRef(u32::MAX),
                 now,
                 book,
                 out,
-                |rule, state, ctx| {
-                    if rule.id() == rule_id {
-                        rule.on_deadline(state, ctx);
-                    }
-                },
+                |rule, state, ctx| rule.on_deadline(state, ctx),
             );
         }
     }
 
-    /// Calls `f` for every rule the patient's plan applies, then files the
-    /// wake-ups they asked for and stamps the plan version on findings.
+    /// Calls `f` for every rule the patient's plan applies (or just `only`),
+    /// then files the wake-ups they asked for and stamps the plan version on
+    /// findings.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         p: u32,
+        only: Option<RuleId>,
         device: DeviceRef,
         now: UnixMillis,
         book: &AlertBook,
@@ -269,7 +276,7 @@ impl Engine {
         let state = &mut self.patients[p as usize];
         let pid = &self.patient_ids[p as usize];
         let active = |rule: RuleId, device: Option<&str>| book.is_active(Some(pid), rule, device);
-        let mut wake_at = Vec::new();
+        let mut wake_at = std::mem::take(&mut self.wake_scratch);
         let mut ctx = Context {
             patient_id: pid,
             device,
@@ -279,18 +286,22 @@ impl Engine {
             out,
             wake_at: &mut wake_at,
         };
-        let plan = state.plan.clone();
-        for rule in self.rules.iter().filter(|r| plan.applies(r.id())) {
-            f(rule.as_ref(), state, &mut ctx);
+        let (rules, version) = (state.rules, state.plan.version);
+        for rule in &self.rules {
+            let id = rule.id();
+            if rules & id.bit() != 0 && only.is_none_or(|o| o == id) {
+                f(rule.as_ref(), state, &mut ctx);
+            }
         }
-        for (when, rule) in wake_at {
+        for (when, rule) in wake_at.drain(..) {
             self.deadlines.insert((when, p, rule));
         }
+        self.wake_scratch = wake_at;
         let mut seen_commands: Vec<String> = Vec::new();
         let mut i = start;
         while i < out.len() {
             match &mut out[i] {
-                Decision::Raise(f) => f.plan_version = plan.version,
+                Decision::Raise(f) => f.plan_version = version,
                 // The same command twice for one message (say, bp_crisis
                 // and hypotension both asking for a new reading) is one.
                 Decision::Command { device_id, json } => {

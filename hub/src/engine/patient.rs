@@ -14,6 +14,7 @@ use ringbuf::storage::Array;
 use ringbuf::traits::Observer;
 use vaka_gateway::UnixMillis;
 
+use super::rules::RuleId;
 use crate::plans::Plan;
 
 /// A ring buffer of `N` items kept sorted by `Window::key`.
@@ -122,6 +123,8 @@ pub struct DailyWeight {
 pub struct Vital {
     pub time: UnixMillis,
     pub device: DeviceRef,
+    /// The local day it was taken (in the patient's zone).
+    pub day: i32,
     tenths: [i16; 4],
 }
 
@@ -139,10 +142,11 @@ fn from_tenths(t: i16) -> Option<f64> {
 }
 
 impl Vital {
-    pub fn new(time: UnixMillis, device: DeviceRef) -> Vital {
+    pub fn new(time: UnixMillis, device: DeviceRef, day: i32) -> Vital {
         Vital {
             time,
             device,
+            day,
             tenths: [NONE; 4],
         }
     }
@@ -271,6 +275,8 @@ pub struct CtgState {
 pub struct PatientState {
     pub tz: chrono_tz::Tz,
     pub plan: Arc<Plan>,
+    /// The plan's rules as a set of [`RuleId::bit`]s.
+    pub rules: u32,
     /// When this engine began watching the patient (the start of absences
     /// when no reading has come yet).
     pub since: UnixMillis,
@@ -299,6 +305,7 @@ impl PatientState {
         let mut state = PatientState {
             tz,
             plan: plan.clone(),
+            rules: 0,
             since,
             weights: Window::default(),
             vitals: Window::default(),
@@ -337,6 +344,11 @@ impl PatientState {
                 })
             })
             .collect();
+        self.rules = plan
+            .rules
+            .iter()
+            .filter_map(|r| RuleId::parse(r))
+            .fold(0, |set, r| set | r.bit());
         self.plan = plan;
     }
 

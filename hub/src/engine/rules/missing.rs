@@ -96,13 +96,15 @@ impl Rule for MissingMeasurement {
             else {
                 continue;
             };
-            let s = &mut state.schedule[i];
-            if s.last.is_some_and(|l| l >= newest) {
+            if state.schedule[i].last.is_some_and(|l| l >= newest) {
                 continue;
             }
-            s.last = Some(newest);
-            s.device = Some(ctx.device);
-            changed = true;
+            let before = due(state, &state.schedule[i]);
+            state.schedule[i].last = Some(newest);
+            state.schedule[i].device = Some(ctx.device);
+            // A second reading the same day moves no deadline.
+            changed |= due(state, &state.schedule[i]) != before;
+            let s = &mut state.schedule[i];
             if s.alerted.is_some() {
                 s.alerted = None;
                 ctx.clear(

@@ -84,6 +84,11 @@ wire_enum! {
 }
 
 impl RuleId {
+    /// The rule's bit in a set of rules (a plan's rules, as a `u32`).
+    pub fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
     pub fn category(self) -> Category {
         use RuleId::*;
         match self {

@@ -54,6 +54,16 @@ impl Rule for DeviceOffline {
 
     fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
         let device = ctx.device;
+        // The common case, a reading from a device that is not offline,
+        // changes nothing here.
+        if input.status.is_empty()
+            && !state
+                .devices
+                .iter()
+                .any(|d| d.device == device && d.offline)
+        {
+            return;
+        }
         let newest = input
             .observations
             .iter()

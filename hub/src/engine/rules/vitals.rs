@@ -3,8 +3,6 @@
 //! mmHg or more. Evaluated at every new blood-pressure reading, over the
 //! readings of the 7 × 24 h that end with the newest one.
 
-use std::collections::BTreeSet;
-
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{Metric, Observation};
 
@@ -28,31 +26,33 @@ impl Rule for BpAverage {
         {
             return;
         }
-        let t = state.plan.thresholds.clone();
-        let bp: Vec<Vital> = state
-            .vitals
-            .items()
-            .filter(|v| v.sys().is_some() && v.dia().is_some())
-            .copied()
-            .collect();
-        let Some(newest) = bp.last().copied() else {
+        let plan = state.plan.clone();
+        let t = &plan.thresholds;
+        let is_bp = |v: &&Vital| v.sys().is_some() && v.dia().is_some();
+        let Some(newest) = state.vitals.items().rev().find(is_bp).copied() else {
             return;
         };
-        let week: Vec<&Vital> = bp
-            .iter()
-            .filter(|v| newest.time.millis_since(v.time) < WEEK)
-            .collect();
-        let days: BTreeSet<i32> = week.iter().map(|v| state.local_day(v.time)).collect();
-        let n = week.len();
-        if n < t.bp_average_min_readings as usize || days.len() < t.bp_average_min_days as usize {
+        let in_week = |v: &&Vital| is_bp(v) && newest.time.millis_since(v.time) < WEEK;
+        // One pass, no allocation: count, sums and distinct days (the window
+        // is in time order, so days come sorted).
+        let (mut n, mut sys, mut dia, mut days, mut last_day) = (0usize, 0.0, 0.0, 0usize, None);
+        for v in state.vitals.items().filter(in_week) {
+            n += 1;
+            sys += v.sys().unwrap_or(0.0);
+            dia += v.dia().unwrap_or(0.0);
+            if last_day != Some(v.day) {
+                days += 1;
+                last_day = Some(v.day);
+            }
+        }
+        if n < t.bp_average_min_readings as usize || days < t.bp_average_min_days as usize {
             return;
         }
-        let mean = |f: fn(&Vital) -> f64| week.iter().map(|v| f(v)).sum::<f64>() / n as f64;
-        let sys = mean(|v| v.sys().unwrap_or(0.0));
-        let dia = mean(|v| v.dia().unwrap_or(0.0));
+        let (sys, dia) = (sys / n as f64, dia / n as f64);
         if sys < t.bp_average_sys_mmhg && dia < t.bp_average_dia_mmhg {
             return;
         }
+        let week: Vec<Vital> = state.vitals.items().filter(in_week).copied().collect();
         let threshold = format!(
             "medel ≥ {}/{} mmHg (minst {} mätningar på {} dagar, 7 dygn)",
             sv(t.bp_average_sys_mmhg, 0),
@@ -61,10 +61,9 @@ impl Rule for BpAverage {
             t.bp_average_min_days
         );
         let explanation = format!(
-            "Medelblodtryck {}/{} mmHg senaste 7 dygnen ({n} mätningar, {} dagar). Gräns: {threshold}.",
+            "Medelblodtryck {}/{} mmHg senaste 7 dygnen ({n} mätningar, {days} dagar). Gräns: {threshold}.",
             sv(sys, 0),
             sv(dia, 0),
-            days.len()
         );
         let evidence = week
             .iter()

@@ -86,7 +86,8 @@ impl<S: Spec> Rule for Remeasure<S> {
 }
 
 fn on_reading<S: Spec>(state: &mut PatientState, r: Vital, ctx: &mut Context<'_>) {
-    let t = state.plan.thresholds.clone();
+    let plan = state.plan.clone();
+    let t = &plan.thresholds;
     let window = t.confirm_window_ms();
     let slot = S::SLOT as usize;
     // A pending reading whose window closed before this one was never
@@ -108,11 +109,11 @@ fn on_reading<S: Spec>(state: &mut PatientState, r: Vital, ctx: &mut Context<'_>
         .items()
         .find(|x| x.time > r.time && S::measured(x))
         .copied();
-    let alarming = S::alarming(&r, &t);
+    let alarming = S::alarming(&r, t);
 
     if alarming && ctx.is_active(S::RULE) {
         // An alarming reading next to this one (either side) confirms it.
-        let near = |x: &&Vital| S::alarming(x, &t) && (x.time.0 - r.time.0).abs() <= window;
+        let near = |x: &&Vital| S::alarming(x, t) && (x.time.0 - r.time.0).abs() <= window;
         match prev.as_ref().filter(near).or(next.as_ref().filter(near)) {
             Some(&n) if n.time < r.time => raise_confirmed::<S>(state, n, r, ctx),
             Some(&n) => raise_confirmed::<S>(state, r, n, ctx),
@@ -136,7 +137,7 @@ fn on_reading<S: Spec>(state: &mut PatientState, r: Vital, ctx: &mut Context<'_>
         // in time still proves it wrong: withdraw the unconfirmed alert that
         // reading raised alone (the book withdraws only such an alert).
         if let Some(p) = prev
-            && S::alarming(&p, &t)
+            && S::alarming(&p, t)
             && r.time.millis_since(p.time) <= window
         {
             ctx.out.push(Decision::Withdraw {
@@ -159,7 +160,7 @@ fn on_reading<S: Spec>(state: &mut PatientState, r: Vital, ctx: &mut Context<'_>
         if state.pending[slot] == Some(n) {
             state.pending[slot] = None;
         }
-        if S::alarming(&n, &t) {
+        if S::alarming(&n, t) {
             raise_confirmed::<S>(state, r, n, ctx);
         }
         return;
