@@ -326,7 +326,7 @@ impl AlertBook {
                 device_id,
                 reason,
             } => self.clear(patient_id, *rule, device_id.as_deref(), reason, now),
-            Decision::Command { .. } => None,
+            Decision::Command { .. } | Decision::CtgSession { .. } => None,
         }
     }
 

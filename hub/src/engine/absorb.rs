@@ -94,3 +94,77 @@ pub fn absorb(state: &mut PatientState, device: DeviceRef, content: &Content, ou
         Content::Status(_) => {}
     }
 }
+
+/// A CTG session ends after this long without data.
+pub const CTG_IDLE_MS: i64 = 5 * vaka_gateway::UnixMillis::MINUTE;
+
+/// Feeds CTG samples and session events into the patient's session:
+/// a session starts with `ctg_session_start`, or with the first sample after
+/// a gap of 5 min (or from another device); it ends with `ctg_session_end`,
+/// or after 5 min without data (`Engine::tick`). Returns the summary of a
+/// session that ended.
+pub fn ctg(
+    state: &mut PatientState,
+    device: DeviceRef,
+    content: &Content,
+) -> Option<(DeviceRef, super::ctg::CtgSummary)> {
+    use super::patient::CtgState;
+    use vaka_gateway::UnixMillis;
+    let mut ended = None;
+    let mut end = |state: &mut PatientState, at: Option<UnixMillis>| {
+        if let Some(mut c) = state.ctg.take() {
+            if let Some(t) = at {
+                c.session.advance_to(t);
+            }
+            ended = Some((c.device, c.session.summary()));
+        }
+    };
+    match content {
+        Content::Observations(obs) => {
+            let ctg = obs
+                .iter()
+                .filter(|o| matches!(o.metric, Metric::Fhr | Metric::Toco));
+            let (Some(first), Some(last)) = (
+                ctg.clone().map(|o| o.time).min(),
+                ctg.clone().map(|o| o.time).max(),
+            ) else {
+                return None;
+            };
+            let stale = state.ctg.as_ref().is_some_and(|c| {
+                c.device != device || first.millis_since(c.last_data) >= CTG_IDLE_MS
+            });
+            if stale {
+                let at = state
+                    .ctg
+                    .as_ref()
+                    .map(|c| c.last_data.plus_millis(CTG_IDLE_MS));
+                end(state, at);
+            }
+            let c = state
+                .ctg
+                .get_or_insert_with(|| Box::new(CtgState::new(device, first)));
+            for o in ctg {
+                match o.metric {
+                    Metric::Fhr => c.session.push_fhr(o.time, o.value),
+                    _ => c.session.push_toco(o.time, o.value),
+                }
+            }
+            c.last_data = c.last_data.max(last);
+            c.session.advance_to(last);
+        }
+        Content::Events(events) => {
+            for e in events {
+                match e.kind {
+                    EventKind::CtgSessionStart => {
+                        end(state, Some(e.time));
+                        state.ctg = Some(Box::new(CtgState::new(device, e.time)));
+                    }
+                    EventKind::CtgSessionEnd => end(state, Some(e.time)),
+                    _ => {}
+                }
+            }
+        }
+        Content::Status(_) => {}
+    }
+    ended
+}

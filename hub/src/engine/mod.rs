@@ -31,6 +31,13 @@ use absorb::Absorbed;
 use patient::{DeviceRef, PatientState};
 use rules::{Context, Decision, Input, Rule, RuleId};
 
+/// What a deadline is for: a rule, or the end of an idle CTG session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    Rule(RuleId),
+    CtgIdle,
+}
+
 pub struct Engine {
     rules: Vec<Box<dyn Rule>>,
     patients: Vec<PatientState>,
@@ -38,7 +45,7 @@ pub struct Engine {
     patient_index: HashMap<Arc<str>, u32>,
     devices: Vec<Arc<str>>,
     device_index: HashMap<Arc<str>, u32>,
-    deadlines: BTreeSet<(UnixMillis, u32, RuleId)>,
+    deadlines: BTreeSet<(UnixMillis, u32, Wake)>,
     /// Reused between messages, so the hot path does not allocate.
     scratch: Absorbed,
     wake_scratch: Vec<(UnixMillis, RuleId)>,
@@ -208,12 +215,19 @@ impl Engine {
         let device = self.device(device_id);
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        absorb::absorb(
-            &mut self.patients[p as usize],
-            device,
-            content,
-            &mut scratch,
-        );
+        let state = &mut self.patients[p as usize];
+        absorb::absorb(state, device, content, &mut scratch);
+        if let Some((ctg_device, summary)) = absorb::ctg(state, device, content) {
+            out.push(Decision::CtgSession {
+                patient_id: patient_id.to_owned(),
+                device_id: self.devices[ctg_device.0 as usize].to_string(),
+                summary,
+            });
+        }
+        if let Some(c) = &state.ctg {
+            let idle = c.last_data.plus_millis(absorb::CTG_IDLE_MS + 1);
+            self.deadlines.insert((idle, p, Wake::CtgIdle));
+        }
         let input = match content {
             Content::Observations(obs) => Input {
                 observations: obs,
@@ -241,11 +255,18 @@ impl Engine {
 
     /// Runs every deadline that the hub's clock has passed.
     pub fn tick(&mut self, now: UnixMillis, book: &AlertBook, out: &mut Vec<Decision>) {
-        while let Some(&(when, p, rule_id)) = self.deadlines.first() {
+        while let Some(&(when, p, wake)) = self.deadlines.first() {
             if when > now {
                 break;
             }
             self.deadlines.pop_first();
+            let rule_id = match wake {
+                Wake::Rule(rule) => rule,
+                Wake::CtgIdle => {
+                    self.end_idle_ctg(p, now, out);
+                    continue;
+                }
+            };
             self.run(
                 p,
                 Some(rule_id),
@@ -294,7 +315,7 @@ impl Engine {
             }
         }
         for (when, rule) in wake_at.drain(..) {
-            self.deadlines.insert((when, p, rule));
+            self.deadlines.insert((when, p, Wake::Rule(rule)));
         }
         self.wake_scratch = wake_at;
         let mut seen_commands: Vec<String> = Vec::new();
@@ -315,6 +336,27 @@ impl Engine {
                 _ => {}
             }
             i += 1;
+        }
+    }
+
+    /// Ends a CTG session that has had no data for 5 min.
+    fn end_idle_ctg(&mut self, p: u32, now: UnixMillis, out: &mut Vec<Decision>) {
+        let state = &mut self.patients[p as usize];
+        let idle = state
+            .ctg
+            .as_ref()
+            .is_some_and(|c| now.millis_since(c.last_data) > absorb::CTG_IDLE_MS);
+        if !idle {
+            return;
+        }
+        if let Some(mut c) = state.ctg.take() {
+            c.session
+                .advance_to(c.last_data.plus_millis(absorb::CTG_IDLE_MS));
+            out.push(Decision::CtgSession {
+                patient_id: self.patient_ids[p as usize].to_string(),
+                device_id: self.devices[c.device.0 as usize].to_string(),
+                summary: c.session.summary(),
+            });
         }
     }
 

@@ -267,8 +267,30 @@ pub struct Schedule {
 /// A CTG session in progress.
 pub struct CtgState {
     pub device: DeviceRef,
+    pub session: super::ctg::CtgSession,
     /// Data time of the last sample or session event.
     pub last_data: UnixMillis,
+    /// When each fetal rule (baseline, variability, deceleration, signal
+    /// loss) last raised in this session, to update an alert every few
+    /// minutes rather than at every 10 s pack.
+    pub raised: [Option<UnixMillis>; 4],
+    /// Start of the deceleration last alerted on.
+    pub deceleration_alerted: Option<UnixMillis>,
+    /// The signal-loss alert is on (it clears with hysteresis).
+    pub loss_alarm: bool,
+}
+
+impl CtgState {
+    pub fn new(device: DeviceRef, start: UnixMillis) -> CtgState {
+        CtgState {
+            device,
+            session: super::ctg::CtgSession::new(start),
+            last_data: start,
+            raised: [None; 4],
+            deceleration_alerted: None,
+            loss_alarm: false,
+        }
+    }
 }
 
 /// Everything the rules remember about one patient.

@@ -399,6 +399,19 @@ impl EngineTask {
                 }
                 continue;
             }
+            if let Decision::CtgSession {
+                patient_id,
+                device_id,
+                summary,
+            } = &d
+            {
+                // A rebuild replays only the last hour of CTG: its summaries
+                // would be partial, and the live ones are stored already.
+                if live {
+                    self.save_ctg_session(patient_id, device_id, summary).await;
+                }
+                continue;
+            }
             if let Some(change) = self.book.apply(&d, now) {
                 if change.transition.action == "opened" {
                     self.metrics.opened(change.alert.rule.as_str());
@@ -407,6 +420,30 @@ impl EngineTask {
             }
         }
     }
+    async fn save_ctg_session(
+        &mut self,
+        patient_id: &str,
+        device_id: &str,
+        summary: &super::ctg::CtgSummary,
+    ) {
+        let json = serde_json::to_value(summary).unwrap_or_default();
+        if let Err(e) = self
+            .store
+            .save_ctg_session(patient_id, device_id, summary.start, summary.end, &json)
+            .await
+        {
+            warn!(error = %e, "could not store a CTG session summary");
+            return;
+        }
+        let frame = serde_json::json!({
+            "type": "ctg_session",
+            "patient_id": patient_id,
+            "device_id": device_id,
+            "summary": json,
+        });
+        let _ = self.broadcast.send(frame.to_string().into());
+    }
+
     fn send_command(&self, device_id: &str, json: &str) {
         let (Some(gateway), Some(device)) = (&self.gateway, DeviceId::parse(device_id)) else {
             return;

@@ -1,31 +1,403 @@
-//! Fetal heart rules during a CTG session (being wired to `engine::ctg`).
+//! Fetal heart rules during a CTG session, reading the session's figures
+//! from `engine::ctg` after each pack:
+//!
+//! - `fetal_baseline` (high): the baseline over the last 10 min (excluding
+//!   accelerations, decelerations and loss) is above 160 or below 110 bpm.
+//! - `fetal_variability` (high): Dawes-Redman STV < 3 ms over ≥ 30 min of
+//!   valid signal, or an amplitude < 5 bpm for > 50 min.
+//! - `fetal_deceleration` (high): ≥ 15 bpm below the baseline for ≥ 3 min,
+//!   raised while it is still going on; shorter ones are counted in the
+//!   session summary.
+//! - `ctg_signal_loss` (technical, medium, per device): > 20 % of the
+//!   expected 4 Hz samples missing since the session started, after ≥ 10 min
+//!   of session; clears below 15 %.
+//!
+//! A condition that holds raises at once and then updates its alert at most
+//! every 5 min of data (not at every 10 s pack), with the current figures.
 
-use super::{Context, Input, Rule, RuleId};
-use crate::engine::patient::PatientState;
+use vaka_gateway::UnixMillis;
+use vaka_gateway::model::Metric;
+
+use super::{Context, Evidence, Input, Rule, RuleId, local_hhmm, sv};
+use crate::engine::ctg::CtgStatus;
+use crate::engine::patient::{CtgState, PatientState};
 
 pub struct FetalBaseline;
 pub struct FetalVariability;
 pub struct FetalDeceleration;
 pub struct CtgSignalLoss;
 
-macro_rules! pending_rule {
-    ($t:ident, $id:ident) => {
-        impl Rule for $t {
-            fn id(&self) -> RuleId {
-                RuleId::$id
-            }
-            fn on_input(
-                &self,
-                _state: &mut PatientState,
-                _input: &Input<'_>,
-                _ctx: &mut Context<'_>,
-            ) {
-            }
-        }
-    };
+/// How often a holding condition updates its alert (data time).
+const UPDATE_EVERY_MS: i64 = 5 * UnixMillis::MINUTE;
+
+/// The session and its figures, when this input brought CTG samples.
+fn session<'s>(
+    state: &'s mut PatientState,
+    input: &Input<'_>,
+) -> Option<(&'s mut CtgState, CtgStatus)> {
+    let ctg = input.observations.iter().any(|o| o.metric == Metric::Fhr);
+    let c = state.ctg.as_deref_mut().filter(|_| ctg)?;
+    let status = c.session.status();
+    Some((c, status))
 }
 
-pending_rule!(FetalBaseline, FetalBaseline);
-pending_rule!(FetalVariability, FetalVariability);
-pending_rule!(FetalDeceleration, FetalDeceleration);
-pending_rule!(CtgSignalLoss, CtgSignalLoss);
+/// Whether rule `slot` may raise now (first time, or 5 min since the last).
+fn due(c: &mut CtgState, slot: usize, now: UnixMillis) -> bool {
+    let ok = c.raised[slot].is_none_or(|t| now.millis_since(t) >= UPDATE_EVERY_MS);
+    if ok {
+        c.raised[slot] = Some(now);
+    }
+    ok
+}
+
+fn evidence(
+    c: &CtgState,
+    name: &str,
+    value: f64,
+    unit: &str,
+    at: UnixMillis,
+    ctx: &Context<'_>,
+) -> Evidence {
+    Evidence {
+        time: at,
+        device_id: ctx.device_name(c.device).to_owned(),
+        name: name.to_owned(),
+        value: Some(value),
+        unit: Some(unit.to_owned()),
+    }
+}
+
+impl Rule for FetalBaseline {
+    fn id(&self) -> RuleId {
+        RuleId::FetalBaseline
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let t = state.plan.thresholds.clone();
+        let tz = state.tz;
+        let Some((c, s)) = session(state, input) else {
+            return;
+        };
+        let Some(baseline) = s.baseline_bpm.filter(|_| s.baseline_window_complete) else {
+            return;
+        };
+        let what = if baseline > t.fetal_baseline_high_bpm {
+            "takykardi"
+        } else if baseline < t.fetal_baseline_low_bpm {
+            "bradykardi"
+        } else {
+            return;
+        };
+        let now = c.last_data;
+        if !due(c, 0, now) {
+            return;
+        }
+        let threshold = format!(
+            "basalnivå {}–{} slag/min (senaste 10 min)",
+            sv(t.fetal_baseline_low_bpm, 0),
+            sv(t.fetal_baseline_high_bpm, 0)
+        );
+        let text = format!(
+            "Fostrets hjärtfrekvens, basalnivå {} slag/min de senaste 10 min kl. {} ({what}). Gräns: {threshold}.",
+            sv(baseline, 0),
+            local_hhmm(now, tz)
+        );
+        let ev = vec![evidence(
+            c,
+            "fhr_baseline",
+            baseline,
+            Metric::Fhr.unit(),
+            now,
+            ctx,
+        )];
+        let f = ctx.finding(RuleId::FetalBaseline, text, threshold, ev, now, now);
+        ctx.raise(f);
+    }
+}
+
+impl Rule for FetalVariability {
+    fn id(&self) -> RuleId {
+        RuleId::FetalVariability
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let t = state.plan.thresholds.clone();
+        let Some((c, s)) = session(state, input) else {
+            return;
+        };
+        let low_stv = s
+            .stv_ms
+            .filter(|stv| s.stv_minutes >= t.fetal_stv_min_valid_min && *stv < t.fetal_stv_low_ms);
+        let flat = s.low_amplitude_minutes > t.fetal_amplitude_low_min;
+        if low_stv.is_none() && !flat {
+            return;
+        }
+        let now = c.last_data;
+        if !due(c, 1, now) {
+            return;
+        }
+        let threshold = format!(
+            "STV < {} ms över ≥ {} min signal, eller amplitud < {} slag/min i > {} min",
+            sv(t.fetal_stv_low_ms, 0),
+            t.fetal_stv_min_valid_min,
+            sv(t.fetal_amplitude_low_bpm, 0),
+            t.fetal_amplitude_low_min
+        );
+        let mut ev = Vec::new();
+        let text = match low_stv {
+            Some(stv) => {
+                ev.push(evidence(c, "fhr_stv", stv, "ms", now, ctx));
+                format!(
+                    "Låg korttidsvariabilitet hos fostret: STV {} ms över {} min signal. Gräns: {threshold}.",
+                    sv(stv, 1),
+                    s.stv_minutes
+                )
+            }
+            None => {
+                let amp = s.last_minute_amplitude_bpm.unwrap_or(0.0);
+                ev.push(evidence(
+                    c,
+                    "fhr_amplitude",
+                    amp,
+                    Metric::Fhr.unit(),
+                    now,
+                    ctx,
+                ));
+                format!(
+                    "Låg variabilitet hos fostret: amplitud under {} slag/min i {} min. Gräns: {threshold}.",
+                    sv(t.fetal_amplitude_low_bpm, 0),
+                    s.low_amplitude_minutes
+                )
+            }
+        };
+        let f = ctx.finding(RuleId::FetalVariability, text, threshold, ev, now, now);
+        ctx.raise(f);
+    }
+}
+
+impl Rule for FetalDeceleration {
+    fn id(&self) -> RuleId {
+        RuleId::FetalDeceleration
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let t = state.plan.thresholds.clone();
+        let tz = state.tz;
+        let Some((c, s)) = session(state, input) else {
+            return;
+        };
+        let long = i64::from(t.fetal_deceleration_min) * UnixMillis::MINUTE;
+        // The one going on, or the last one if it ended since the last pack.
+        let Some(d) = s
+            .current_deceleration
+            .or(s.last_deceleration)
+            .filter(|d| d.duration_ms >= long && d.depth_bpm >= t.fetal_deceleration_bpm)
+        else {
+            return;
+        };
+        if c.deceleration_alerted == Some(d.start) {
+            return;
+        }
+        c.deceleration_alerted = Some(d.start);
+        let threshold = format!(
+            "≥ {} slag/min under basalnivån i ≥ {} min",
+            sv(t.fetal_deceleration_bpm, 0),
+            t.fetal_deceleration_min
+        );
+        let text = format!(
+            "Deceleration hos fostret sedan kl. {}: {} slag/min under basalnivån {} (lägst {}) i {} min. Gräns: {threshold}.",
+            local_hhmm(d.start, tz),
+            sv(d.depth_bpm, 0),
+            sv(d.baseline_bpm, 0),
+            sv(d.nadir_bpm, 0),
+            sv(d.duration_ms as f64 / 60_000.0, 1)
+        );
+        let ev = vec![
+            evidence(
+                c,
+                "fhr_baseline",
+                d.baseline_bpm,
+                Metric::Fhr.unit(),
+                d.start,
+                ctx,
+            ),
+            evidence(
+                c,
+                "fhr_nadir",
+                d.nadir_bpm,
+                Metric::Fhr.unit(),
+                d.start.plus_millis(d.duration_ms),
+                ctx,
+            ),
+        ];
+        let f = ctx.finding(
+            RuleId::FetalDeceleration,
+            text,
+            threshold,
+            ev,
+            d.start,
+            d.start,
+        );
+        ctx.raise(f);
+    }
+}
+
+impl Rule for CtgSignalLoss {
+    fn id(&self) -> RuleId {
+        RuleId::CtgSignalLoss
+    }
+
+    fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
+        let t = state.plan.thresholds.clone();
+        let tz = state.tz;
+        let Some((c, s)) = session(state, input) else {
+            return;
+        };
+        let after = i64::from(t.ctg_signal_loss_after_min) * UnixMillis::MINUTE;
+        if s.elapsed_ms < after {
+            return;
+        }
+        let device = c.device;
+        if s.signal_loss_pct > t.ctg_signal_loss_pct {
+            c.loss_alarm = true;
+            let now = c.last_data;
+            if !due(c, 3, now) {
+                return;
+            }
+            let threshold = format!(
+                "> {} % saknade mätvärden efter ≥ {} min",
+                sv(t.ctg_signal_loss_pct, 0),
+                t.ctg_signal_loss_after_min
+            );
+            let text = format!(
+                "Dålig CTG-signal: {} % av mätvärdena saknas sedan start kl. {}. Be patienten justera givaren. Gräns: {threshold}.",
+                sv(s.signal_loss_pct, 0),
+                local_hhmm(c.session.start(), tz)
+            );
+            let ev = vec![evidence(c, "signal_loss", s.signal_loss_pct, "%", now, ctx)];
+            let mut f = ctx.finding(RuleId::CtgSignalLoss, text, threshold, ev, now, now);
+            f.device_id = Some(ctx.device_name(device).to_owned());
+            ctx.raise(f);
+        } else if c.loss_alarm && s.signal_loss_pct < t.ctg_signal_loss_pct * 0.75 {
+            // Hysteresis: clears only well below the threshold.
+            c.loss_alarm = false;
+            let reason = format!(
+                "Signalen är bra igen: {} % saknas.",
+                sv(s.signal_loss_pct, 0)
+            );
+            ctx.clear(RuleId::CtgSignalLoss, Some(device), reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rules::testing::{Harness, at};
+
+    /// `minutes` of CTG at 4 Hz in 10 s packs, FHR from `fhr(second)`
+    /// (`None`: loss), from `start`.
+    fn ctg(h: &mut Harness, start: UnixMillis, minutes: i64, fhr: impl Fn(i64) -> Option<f64>) {
+        for pack in 0..minutes * 6 {
+            let t0 = start.plus_millis(pack * 10_000);
+            let samples: Vec<(UnixMillis, Option<f64>)> = (0..40)
+                .map(|k| (t0.plus_millis(k * 250), fhr((pack * 40 + k) / 4)))
+                .collect();
+            h.ctg_pack(&samples);
+        }
+    }
+
+    #[test]
+    fn tachycardia_over_ten_minutes() {
+        let mut h = Harness::new();
+        let t = at(0, "14:00");
+        ctg(&mut h, t, 9, |_| Some(175.0));
+        assert!(!h.active(RuleId::FetalBaseline), "not before 10 min");
+        ctg(&mut h, t.plus_millis(9 * 60_000), 3, |_| Some(175.0));
+        assert!(h.active(RuleId::FetalBaseline));
+        let text = &h.explanations(RuleId::FetalBaseline)[0];
+        assert!(
+            text.starts_with(
+                "Fostrets hjärtfrekvens, basalnivå 175 slag/min de senaste 10 min kl. 14:"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("(takykardi)"));
+    }
+
+    #[test]
+    fn a_normal_trace_raises_nothing() {
+        let mut h = Harness::new();
+        // 140 ± 3 bpm: normal baseline and variability.
+        ctg(&mut h, at(0, "14:00"), 40, |s| {
+            Some(140.0 + ((s % 7) as f64 - 3.0))
+        });
+        for rule in [
+            RuleId::FetalBaseline,
+            RuleId::FetalDeceleration,
+            RuleId::CtgSignalLoss,
+        ] {
+            assert!(!h.active(rule), "{rule}");
+        }
+    }
+
+    #[test]
+    fn a_flat_trace_has_low_variability() {
+        let mut h = Harness::new();
+        let t = at(0, "14:00");
+        ctg(&mut h, t, 25, |_| Some(140.0));
+        assert!(
+            !h.active(RuleId::FetalVariability),
+            "STV needs 30 min of signal"
+        );
+        ctg(&mut h, t.plus_millis(25 * 60_000), 10, |_| Some(140.0));
+        assert!(h.active(RuleId::FetalVariability));
+        assert!(
+            h.explanations(RuleId::FetalVariability)[0]
+                .starts_with("Låg korttidsvariabilitet hos fostret: STV 0,0 ms")
+        );
+    }
+
+    #[test]
+    fn a_long_deceleration_while_it_lasts() {
+        let mut h = Harness::new();
+        let t = at(0, "14:00");
+        // 12 min at 140, then 30 bpm lower.
+        ctg(&mut h, t, 12, |s| Some(140.0 + (s % 3) as f64));
+        ctg(&mut h, t.plus_millis(12 * 60_000), 2, |_| Some(110.0));
+        assert!(!h.active(RuleId::FetalDeceleration), "2 min is not yet 3");
+        ctg(&mut h, t.plus_millis(14 * 60_000), 2, |_| Some(110.0));
+        assert!(h.active(RuleId::FetalDeceleration));
+        assert_eq!(
+            h.explanations(RuleId::FetalDeceleration).len(),
+            1,
+            "one alert per deceleration"
+        );
+    }
+
+    #[test]
+    fn signal_loss_over_20_pct_after_10_minutes_and_clears() {
+        let mut h = Harness::new();
+        let t = at(0, "14:00");
+        // Every third second lost: 33 % loss.
+        ctg(&mut h, t, 11, |s| (s % 3 != 0).then_some(140.0));
+        assert!(h.active_device(RuleId::CtgSignalLoss, "ctg-1"));
+        // A long good stretch brings the share down below 15 %.
+        ctg(&mut h, t.plus_millis(11 * 60_000), 25, |s| {
+            Some(140.0 + (s % 3) as f64)
+        });
+        assert!(!h.active_device(RuleId::CtgSignalLoss, "ctg-1"));
+    }
+
+    #[test]
+    fn a_session_summary_when_the_session_ends() {
+        let mut h = Harness::new();
+        let t = at(0, "14:00");
+        ctg(&mut h, t, 20, |s| Some(140.0 + (s % 5) as f64));
+        h.tick(t.plus_millis(26 * 60_000));
+        let summaries = h.ctg_summaries();
+        assert_eq!(summaries.len(), 1);
+        let baseline = summaries[0].baseline_bpm.unwrap_or(0.0);
+        assert!((140.0..=144.0).contains(&baseline), "{baseline}");
+    }
+}

@@ -201,6 +201,12 @@ pub enum Decision {
     },
     /// Send a JSON command to a device (`…/d/{dev}/cmd`).
     Command { device_id: String, json: String },
+    /// A CTG session ended: store its summary.
+    CtgSession {
+        patient_id: String,
+        device_id: String,
+        summary: super::ctg::CtgSummary,
+    },
 }
 
 /// The new input of one message, as a rule sees it: the message's

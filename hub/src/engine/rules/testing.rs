@@ -210,6 +210,37 @@ impl Harness {
         self.status("fall-1", t, StatusField::Batt, StatusValue::Number(pct));
     }
 
+    /// One CTG pack: FHR samples (`None`: lost) and a toco value each.
+    pub fn ctg_pack(&mut self, samples: &[(UnixMillis, Option<f64>)]) {
+        let mut obs = Vec::new();
+        for &(time, fhr) in samples {
+            if let Some(value) = fhr {
+                obs.push(Observation {
+                    time,
+                    metric: Metric::Fhr,
+                    value,
+                });
+            }
+            obs.push(Observation {
+                time,
+                metric: Metric::Toco,
+                value: 10.0,
+            });
+        }
+        let t = samples.last().map_or(UnixMillis(0), |s| s.0);
+        self.send("ctg-1", Content::Observations(obs), t);
+    }
+
+    pub fn ctg_summaries(&self) -> Vec<crate::engine::ctg::CtgSummary> {
+        self.decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::CtgSession { summary, .. } => Some(summary.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether the patient has an active alert of `rule` (not per device).
     pub fn active(&self, rule: RuleId) -> bool {
         self.book.active().any(|a| a.rule == rule)
