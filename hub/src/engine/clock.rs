@@ -43,3 +43,28 @@ impl Clock for ManualClock {
         UnixMillis(self.0.load(Ordering::SeqCst))
     }
 }
+
+/// A clock that follows tokio's clock from a given start. Under
+/// `tokio::time::pause()` a test moves it with `tokio::time::advance`, and
+/// the engine task's timers fire exactly as they would in real time.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    start: UnixMillis,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(start: UnixMillis) -> TokioClock {
+        TokioClock {
+            start,
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> UnixMillis {
+        self.start
+            .plus_millis(self.base.elapsed().as_millis() as i64)
+    }
+}

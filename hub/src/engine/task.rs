@@ -235,15 +235,11 @@ impl EngineTask {
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            let now = self.clock.now();
             let next = [self.engine.next_deadline(), self.book.next_deadline()]
                 .into_iter()
                 .flatten()
                 .min();
-            let sleep = match next {
-                Some(d) => Duration::from_millis(d.millis_since(now).clamp(0, 60_000) as u64),
-                None => Duration::from_secs(60),
-            };
+            let sleep = sleep_until(next, self.clock.now());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -484,6 +480,16 @@ impl EngineTask {
     }
 }
 
+/// How long the engine task sleeps when nothing arrives: until the next
+/// deadline, and never more than a minute (so a clock that jumps, or a
+/// deadline filed elsewhere, is looked at soon).
+fn sleep_until(next: Option<UnixMillis>, now: UnixMillis) -> Duration {
+    match next {
+        Some(d) => Duration::from_millis(d.millis_since(now).clamp(0, 60_000) as u64),
+        None => Duration::from_secs(60),
+    }
+}
+
 /// The administrators' alarm for a fall or help call from an unbound device.
 fn unbound_alarm(device_id: &str, e: &Event) -> Finding {
     let what = if e.kind == vaka_gateway::model::EventKind::Fall {
@@ -577,4 +583,138 @@ pub fn replay_messages(
     // Stable: observations of the same instant keep their grouping.
     out.sort_by_key(|(t, _)| *t);
     out.into_iter().map(|(_, m)| m).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine task's timing on tokio's paused clock: the same sleep
+    //! computation and ticking as `EngineTask::run`, over the pure engine
+    //! and book (the store's own timeouts do not run on a paused clock).
+    //! Absences and escalations happen when the clock passes their
+    //! deadline, not before, without the test waiting minutes.
+
+    use std::time::Duration;
+
+    use vaka_gateway::model::{Content, EventKind, Metric, Observation};
+
+    use super::*;
+    use crate::engine::clock::TokioClock;
+    use crate::engine::rules::testing::apply;
+
+    /// The run loop's timing: sleep until the next deadline, then tick both.
+    async fn run(
+        clock: TokioClock,
+        mut engine: Engine,
+        mut book: AlertBook,
+        tx: mpsc::UnboundedSender<(String, String)>,
+    ) {
+        let mut next_id = 1;
+        loop {
+            let next = [engine.next_deadline(), book.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::time::sleep(sleep_until(next, clock.now())).await;
+            let now = clock.now();
+            let mut out = Vec::new();
+            engine.tick(now, &book, &mut out);
+            apply(&mut book, &mut next_id, &out, now);
+            for d in &out {
+                if let Decision::Raise(f) = d {
+                    let _ = tx.send((f.rule.as_str().to_owned(), "raised".into()));
+                }
+            }
+            for change in book.tick(now) {
+                let _ = tx.send((
+                    change.alert.rule.as_str().to_owned(),
+                    change.transition.action.into(),
+                ));
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unrepeated_crisis_a_missed_dose_and_escalation_on_a_paused_clock() {
+        let start = UnixMillis(1_796_000_000_000);
+        let clock = TokioClock::starting_at(start);
+        let mut engine = Engine::new();
+        let mut book = AlertBook::default();
+        let mut out = Vec::new();
+        engine.add_patient(
+            "p1",
+            chrono_tz::Europe::Stockholm,
+            Arc::default(),
+            start,
+            &book,
+            &mut out,
+        );
+        let bp = Content::Observations(vec![
+            Observation {
+                time: start,
+                metric: Metric::Sys,
+                value: 190.0,
+            },
+            Observation {
+                time: start,
+                metric: Metric::Dia,
+                value: 100.0,
+            },
+        ]);
+        let due = Content::Events(vec![Event {
+            time: start,
+            kind: EventKind::DoseDue,
+            text: Some("d1".into()),
+        }]);
+        engine.ingest("p1", "bp-1", &bp, start, &book, &mut out);
+        engine.ingest("p1", "disp-1", &due, start, &book, &mut out);
+        let mut next_id = 100;
+        apply(&mut book, &mut next_id, &out, start);
+        assert!(
+            out.iter().all(|d| !matches!(d, Decision::Raise(_))),
+            "nothing raised at once"
+        );
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let running = tokio::spawn(run(clock, engine, book, tx));
+        let expect = async |rx: &mut mpsc::UnboundedReceiver<(String, String)>, after: Duration| {
+            tokio::time::advance(after).await;
+            tokio::task::yield_now().await;
+            let mut got = Vec::new();
+            while let Ok(e) = rx.try_recv() {
+                got.push(e);
+            }
+            got
+        };
+        let pair = |r: &str, a: &str| (r.to_owned(), a.to_owned());
+        assert_eq!(
+            expect(&mut rx, Duration::from_secs(300)).await,
+            [],
+            "the crisis waits 5 min for its repeat"
+        );
+        assert_eq!(
+            expect(&mut rx, Duration::from_millis(1)).await,
+            [pair("bp_crisis", "raised")]
+        );
+        // Unacknowledged high: escalated after 5 min, then after 10.
+        assert_eq!(
+            expect(&mut rx, Duration::from_secs(300)).await,
+            [pair("bp_crisis", "escalated")]
+        );
+        assert_eq!(
+            expect(&mut rx, Duration::from_secs(300)).await,
+            [pair("bp_crisis", "escalated")]
+        );
+        // The dose window (60 min) passes at +60 min.
+        assert_eq!(
+            expect(&mut rx, Duration::from_secs(45 * 60)).await,
+            [pair("missed_dose", "raised")]
+        );
+        // Medium: escalated 30 min after it opened.
+        assert_eq!(expect(&mut rx, Duration::from_secs(29 * 60)).await, []);
+        assert_eq!(
+            expect(&mut rx, Duration::from_secs(60)).await,
+            [pair("missed_dose", "escalated")]
+        );
+        running.abort();
+    }
 }
