@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::error;
 use vaka_gateway::model::{Content, EventKind};
 use vaka_gateway::{
-    Channel, Disposition, Message, RejectCode, Rejection, Sink, SinkError, TopicRoot, UnixMillis,
+    Disposition, Message, RejectCode, Rejection, Sink, SinkError, TopicRoot, UnixMillis,
 };
 
 use crate::engine::task::{EngineMsg, Ingested};
@@ -129,7 +129,7 @@ impl Sink for Ingest {
                         new: fresh,
                         duplicates: new.len() - fresh,
                     });
-                    if fresh > 0 && m.channel != Channel::Status {
+                    if fresh > 0 {
                         to_engine.push(Ingested {
                             patient_id: batch.filed[*i].patient_id.to_owned(),
                             device_id: m.device.as_str().to_owned(),

@@ -4,5 +4,6 @@
 mod crash;
 mod demo;
 mod ingest;
+mod rules;
 mod support;
 mod validation;
