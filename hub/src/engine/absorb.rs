@@ -121,15 +121,15 @@ pub fn ctg(
     };
     match content {
         Content::Observations(obs) => {
-            let ctg = obs
-                .iter()
-                .filter(|o| matches!(o.metric, Metric::Fhr | Metric::Toco));
-            let (Some(first), Some(last)) = (
-                ctg.clone().map(|o| o.time).min(),
-                ctg.clone().map(|o| o.time).max(),
-            ) else {
-                return None;
+            let is_ctg = |o: &&vaka_gateway::model::Observation| {
+                matches!(o.metric, Metric::Fhr | Metric::Toco)
             };
+            // Most messages are not CTG: one cheap look, then one pass.
+            let one = obs.iter().find(is_ctg)?;
+            let ctg = obs.iter().filter(is_ctg);
+            let (first, last) = ctg.clone().fold((one.time, one.time), |(lo, hi), o| {
+                (lo.min(o.time), hi.max(o.time))
+            });
             let stale = state.ctg.as_ref().is_some_and(|c| {
                 c.device != device || first.millis_since(c.last_data) >= CTG_IDLE_MS
             });

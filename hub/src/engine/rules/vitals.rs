@@ -52,6 +52,18 @@ impl Rule for BpAverage {
         if sys < t.bp_average_sys_mmhg && dia < t.bp_average_dia_mmhg {
             return;
         }
+        // Active already: update it once a day (at the day's first reading),
+        // not at every reading of an uncontrolled week.
+        let first_of_day = state
+            .vitals
+            .items()
+            .rev()
+            .filter(is_bp)
+            .nth(1)
+            .is_none_or(|prev| prev.day != newest.day);
+        if ctx.is_active(RuleId::BpAverage) && !first_of_day {
+            return;
+        }
         let week: Vec<Vital> = state.vitals.items().filter(in_week).copied().collect();
         let threshold = format!(
             "medel ≥ {}/{} mmHg (minst {} mätningar på {} dagar, 7 dygn)",
