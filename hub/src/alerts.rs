@@ -325,7 +325,8 @@ impl AlertBook {
                 patient_id,
                 device_id,
                 reason,
-            } => self.clear(patient_id, *rule, device_id.as_deref(), reason, now),
+                at,
+            } => self.clear(patient_id, *rule, device_id.as_deref(), reason, *at, now),
             Decision::Command { .. } | Decision::CtgSession { .. } => None,
         }
     }
@@ -481,12 +482,14 @@ impl AlertBook {
         rule: RuleId,
         device_id: Option<&str>,
         reason: &str,
+        at: UnixMillis,
         now: UnixMillis,
     ) -> Option<Change> {
         let device = device_id.filter(|_| rule.per_device());
         let a = self
             .latest_mut(Some(patient_id), rule, device)
-            .filter(|a| a.state.is_active())?;
+            .filter(|a| a.state.is_active())
+            .filter(|a| a.last_reading_at <= at)?;
         let from = a.state;
         resolve_in_place(a, SYSTEM, "cleared", Some(reason), now);
         Some(Change {
@@ -960,6 +963,7 @@ mod tests {
             rule: RuleId::LowBattery,
             patient_id: "p1".into(),
             device_id: Some(device.into()),
+            at: UnixMillis(10),
             reason: "laddat".into(),
         };
         assert_eq!(book.apply(&clear("other"), UnixMillis(1)), None);

@@ -211,12 +211,15 @@ impl EngineTask {
         let n = messages.len();
         let before = self.book.active().count();
         let mut out = Vec::new();
+        // The rules run on a clock that follows the data, as they did live:
+        // deadlines fall due between the messages they fell due between.
         for m in &messages {
+            self.engine.tick(m.arrived, &self.book, &mut out);
             self.engine.ingest(
                 &m.patient_id,
                 &m.device_id,
                 &m.content,
-                now,
+                m.arrived,
                 &self.book,
                 &mut out,
             );

@@ -57,16 +57,7 @@ impl Rule for MissedDose {
                     if state.doses.iter().any(|d| *d.id == *dose_id(e)) {
                         continue;
                     }
-                    if state.doses.len() >= DOSES_KEPT {
-                        state.doses.remove(0);
-                    }
-                    state.doses.push(Dose {
-                        id: dose_id(e).into(),
-                        due: e.time,
-                        device: ctx.device,
-                        taken: None,
-                        reported_missed: false,
-                    });
+                    remember(state, e, ctx.device, false);
                     ctx.wake_at
                         .push((e.time.plus_millis(window + 1), RuleId::MissedDose));
                 }
@@ -98,7 +89,12 @@ impl Rule for MissedDose {
                             d.due
                         }
                         Some(_) => continue,
-                        None => e.time,
+                        // A dose we never heard was due: remember it, so a
+                        // second report of it changes nothing.
+                        None => {
+                            remember(state, e, ctx.device, true);
+                            e.time
+                        }
                     };
                     let text = format!(
                         "Dosen {} (utsatt {}) är inte tagen: dispensern rapporterar missad dos.",
@@ -150,6 +146,20 @@ impl Rule for MissedDose {
             raise(state, d.due, text, ev, ctx);
         }
     }
+}
+
+/// Keeps a dose (the last `DOSES_KEPT`).
+fn remember(state: &mut PatientState, e: &Event, device: DeviceRef, reported_missed: bool) {
+    if state.doses.len() >= DOSES_KEPT {
+        state.doses.remove(0);
+    }
+    state.doses.push(Dose {
+        id: dose_id(e).into(),
+        due: e.time,
+        device,
+        taken: None,
+        reported_missed,
+    });
 }
 
 fn quoted(id: &str) -> String {
@@ -241,6 +251,7 @@ impl Rule for RefillDue {
                     RuleId::RefillDue,
                     None,
                     format!("Påfylld: {} doser kvar.", sv(*left, 0)),
+                    s.time,
                 );
             }
         }
@@ -285,6 +296,7 @@ impl Rule for DispenserFault {
                         RuleId::DispenserFault,
                         Some(device),
                         "Dispensern delar ut doser igen.".into(),
+                        e.time,
                     );
                 }
                 _ => {}

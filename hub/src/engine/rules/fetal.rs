@@ -285,7 +285,8 @@ impl Rule for CtgSignalLoss {
                 "Signalen är bra igen: {} % saknas.",
                 sv(s.signal_loss_pct, 0)
             );
-            ctx.clear(RuleId::CtgSignalLoss, Some(device), reason);
+            let at = c.last_data;
+            ctx.clear(RuleId::CtgSignalLoss, Some(device), reason, at);
         }
     }
 }

@@ -111,6 +111,7 @@ impl Rule for MissingMeasurement {
                     RuleId::MissingMeasurement,
                     None,
                     format!("Mätningen ({}) har kommit.", swedish(metric)),
+                    newest,
                 );
             }
         }

@@ -198,6 +198,10 @@ pub enum Decision {
         patient_id: String,
         device_id: Option<String>,
         reason: String,
+        /// Data time of the reading that shows the condition gone: an
+        /// alert raised by a later reading stays (a rebuild replays old
+        /// readings).
+        at: UnixMillis,
     },
     /// Send a JSON command to a device (`…/d/{dev}/cmd`).
     Command { device_id: String, json: String },
@@ -283,13 +287,20 @@ impl Context<'_> {
     }
 
     /// The condition of a self-clearing alert is gone.
-    pub fn clear(&mut self, rule: RuleId, device: Option<DeviceRef>, reason: String) {
+    pub fn clear(
+        &mut self,
+        rule: RuleId,
+        device: Option<DeviceRef>,
+        reason: String,
+        at: UnixMillis,
+    ) {
         let device_id = device.map(|d| self.device_name(d).to_owned());
         if (self.active)(rule, device_id.as_deref()) || self.is_active(rule) {
             self.out.push(Decision::Clear {
                 rule,
                 patient_id: self.patient_id.to_owned(),
                 device_id,
+                at,
                 reason,
             });
         }

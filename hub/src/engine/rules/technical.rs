@@ -121,6 +121,7 @@ impl Rule for DeviceOffline {
                 RuleId::DeviceOffline,
                 Some(device),
                 "Enheten hörs av igen.".into(),
+                newest,
             );
         }
         if let (Some(hb), Some(last)) = (heartbeat, last_status) {
@@ -220,6 +221,7 @@ impl Rule for LowBattery {
                     RuleId::LowBattery,
                     Some(device),
                     format!("Batteriet laddat: {} %.", sv(*pct, 0)),
+                    s.time,
                 );
             }
         }
