@@ -197,6 +197,7 @@ async fn a_devices_battery_and_last_will() -> Result<()> {
     let alert = alert_of(&mut ws, "device_offline", T).await?;
     assert_eq!(alert["state"], "open");
     // Charged and back: both clear themselves.
+    let now = now_s() + 1.0;
     let back = PackBuilder::new("fall-g1", now)
         .text("conn", "online", now)
         .value("batt", "%", 80.0, now);

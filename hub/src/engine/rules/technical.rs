@@ -121,7 +121,9 @@ impl Rule for DeviceOffline {
                 RuleId::DeviceOffline,
                 Some(device),
                 "Enheten hörs av igen.".into(),
-                newest,
+                // Heard now: its clock may lag the hub's, which stamped
+                // the last will.
+                newest.max(ctx.now),
             );
         }
         if let (Some(hb), Some(last)) = (heartbeat, last_status) {
