@@ -93,14 +93,25 @@ async fn show(
     Ok(AppJson(AlertWithHistory { alert, history }))
 }
 
-async fn act(state: &AppState, action: AlertAction) -> Result<Alert, ApiError> {
+/// Has the engine task carry out `action`, then audits it as `audited`.
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    action: AlertAction,
+    audited: &str,
+) -> Result<Alert, ApiError> {
     let (reply, rx) = oneshot::channel();
     state
         .engine
         .send(EngineMsg::Act { action, reply })
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok(rx.await.map_err(|_| ApiError::Unavailable)??)
+    let alert = rx.await.map_err(|_| ApiError::Unavailable)??;
+    let detail = alert.alert_id.map(|id| format!("alert {id}"));
+    state
+        .audit(caller, audited, alert.patient_id.as_deref(), detail)
+        .await?;
+    Ok(alert)
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -131,20 +142,14 @@ async fn acknowledge(
     };
     let alert = act(
         &state,
+        &caller,
         AlertAction::Acknowledge {
             alert_id: id,
             actor: actor(&caller, by),
         },
+        "alert.acknowledge",
     )
     .await?;
-    state
-        .audit(
-            &caller,
-            "alert.acknowledge",
-            alert.patient_id.as_deref(),
-            Some(format!("alert {id}")),
-        )
-        .await?;
     Ok(AppJson(alert))
 }
 
@@ -170,22 +175,16 @@ async fn resolve(
     }
     let alert = act(
         &state,
+        &caller,
         AlertAction::Resolve {
             alert_id: id,
             actor: actor(&caller, body.by),
             outcome: body.outcome,
             note: body.note,
         },
+        "alert.resolve",
     )
     .await?;
-    state
-        .audit(
-            &caller,
-            "alert.resolve",
-            alert.patient_id.as_deref(),
-            Some(format!("alert {id}")),
-        )
-        .await?;
     Ok(AppJson(alert))
 }
 
@@ -218,21 +217,15 @@ async fn snooze(
     };
     let alert = act(
         &state,
+        &caller,
         AlertAction::Snooze {
             alert_id: id,
             actor: actor(&caller, body.by),
             until,
             reason: body.reason,
         },
+        "alert.snooze",
     )
     .await?;
-    state
-        .audit(
-            &caller,
-            "alert.snooze",
-            alert.patient_id.as_deref(),
-            Some(format!("alert {id}")),
-        )
-        .await?;
     Ok(AppJson(alert))
 }
