@@ -104,9 +104,7 @@ pub async fn replay(
     );
     run(std::mem::take(&mut out), start, &mut book, &mut raised);
     for m in &messages {
-        engine.tick(m.arrived, &book, &mut out);
-        run(std::mem::take(&mut out), m.arrived, &mut book, &mut raised);
-        engine.ingest(
+        engine.replay(
             patient_id,
             &m.device_id,
             &m.content,

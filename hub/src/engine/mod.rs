@@ -168,13 +168,6 @@ impl Engine {
         self.patients.len()
     }
 
-    /// The plan a patient is monitored under.
-    pub fn plan(&self, patient_id: &str) -> Option<&Arc<Plan>> {
-        self.patient_index
-            .get(patient_id)
-            .map(|&i| &self.patients[i as usize].plan)
-    }
-
     fn device(&mut self, device_id: &str) -> DeviceRef {
         if let Some(&i) = self.device_index.get(device_id) {
             return DeviceRef(i);
@@ -251,6 +244,23 @@ impl Engine {
             rule.on_input(state, &input, ctx)
         });
         self.scratch = scratch;
+    }
+
+    /// One stored message on a clock that follows the data, as a restart's
+    /// rebuild and `vaka replay` run them: the deadlines that fell due
+    /// before it run first, as they did live, then it arrives at its own
+    /// time. This is what makes replay equal live.
+    pub fn replay(
+        &mut self,
+        patient_id: &str,
+        device_id: &str,
+        content: &Content,
+        at: UnixMillis,
+        book: &AlertBook,
+        out: &mut Vec<Decision>,
+    ) {
+        self.tick(at, book, out);
+        self.ingest(patient_id, device_id, content, at, book, out);
     }
 
     /// Runs every deadline that the hub's clock has passed.

@@ -225,9 +225,8 @@ pub struct DeviceState {
     pub device: DeviceRef,
     /// The heartbeat the device promises (`hb`), if any.
     pub heartbeat_ms: Option<i64>,
-    /// Data time of its last status message, and of its last message of any kind.
+    /// Data time of its last status message.
     pub last_status: Option<UnixMillis>,
-    pub last_message: Option<UnixMillis>,
     /// Its last will said offline, or heartbeats are missing.
     pub offline: bool,
     pub battery_low: bool,
@@ -241,7 +240,6 @@ impl DeviceState {
             device,
             heartbeat_ms: None,
             last_status: None,
-            last_message: None,
             offline: false,
             battery_low: false,
             fault: false,

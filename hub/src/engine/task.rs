@@ -214,8 +214,7 @@ impl EngineTask {
         // The rules run on a clock that follows the data, as they did live:
         // deadlines fall due between the messages they fell due between.
         for m in &messages {
-            self.engine.tick(m.arrived, &self.book, &mut out);
-            self.engine.ingest(
+            self.engine.replay(
                 &m.patient_id,
                 &m.device_id,
                 &m.content,

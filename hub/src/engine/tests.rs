@@ -314,8 +314,7 @@ proptest! {
             let (device, content) = m.message();
             let t = UnixMillis(m.time());
             let mut out = Vec::new();
-            run.engine.tick(t, &run.book, &mut out);
-            run.engine.ingest("p", device, &content, t, &run.book, &mut out);
+            run.engine.replay("p", device, &content, t, &run.book, &mut out);
             changes += out.iter().filter(|d| run.book.apply(d, end).is_some()).count();
         }
         let mut out = Vec::new();

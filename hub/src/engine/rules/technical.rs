@@ -79,7 +79,6 @@ impl Rule for DeviceOffline {
         });
         let missed = state.plan.thresholds.missed_heartbeats;
         let d = state.device_mut(device);
-        d.last_message = d.last_message.max(Some(newest));
         for s in input.status {
             if let (StatusField::Hb, StatusValue::Number(hb)) = (&s.field, &s.value) {
                 d.heartbeat_ms = Some((hb * 1000.0) as i64);

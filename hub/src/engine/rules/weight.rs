@@ -17,7 +17,7 @@
 //! for up to three days after it, which may already be here when it
 //! arrives late; all of those are evaluated.
 
-use vaka_gateway::model::Metric;
+use vaka_gateway::model::{Metric, Observation};
 
 use super::{Context, Evidence, Input, Rule, RuleId, sv};
 use crate::engine::patient::{DailyWeight, PatientState};
@@ -32,13 +32,12 @@ fn tenths(kg: f64) -> i64 {
 }
 
 fn evidence(w: &DailyWeight, ctx: &Context<'_>) -> Evidence {
-    Evidence {
+    let o = Observation {
         time: w.time,
-        device_id: ctx.device_name(w.device).to_owned(),
-        name: Metric::Weight.as_str().to_owned(),
-        value: Some(w.kg),
-        unit: Some(Metric::Weight.unit().to_owned()),
-    }
+        metric: Metric::Weight,
+        value: w.kg,
+    };
+    Evidence::observation(ctx.device_name(w.device), &o)
 }
 
 fn day(state: &mut PatientState, day: i32) -> Option<DailyWeight> {
