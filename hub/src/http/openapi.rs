@@ -23,7 +23,7 @@ mod tests {
     use super::*;
 
     /// Every route the modules register, as (method, path), read from
-    /// their source: `.route("/path", get(a).post(b))`.
+    /// their source: each `route` call with its path and method handlers.
     fn registered() -> Vec<(String, String)> {
         let sources = [
             include_str!("admin.rs"),
@@ -50,7 +50,12 @@ mod tests {
                     continue;
                 }
                 let handlers = piece.split_once(',').map_or("", |(_, h)| h);
-                let handlers = handlers.split(".route(").next().unwrap_or("");
+                // Up to the next route, or the end of the router function.
+                let handlers = handlers
+                    .split(".route(")
+                    .next()
+                    .and_then(|h| h.split('}').next())
+                    .unwrap_or("");
                 for method in ["get", "post", "put", "delete", "patch"] {
                     let called = handlers.contains(&format!(" {method}(|"))
                         || handlers.contains(&format!(" {method}("))

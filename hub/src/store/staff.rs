@@ -97,7 +97,8 @@ pub struct NewCall<'a> {
 pub struct AuditFilter<'a> {
     pub actor: Option<&'a str>,
     pub patient_id: Option<&'a str>,
-    /// An action or the start of one (`patient.` finds every patient view).
+    /// An action, or the start of one ending in `.` (`patient.` finds
+    /// every action on patients).
     pub action: Option<&'a str>,
     pub from: Option<UnixMillis>,
     pub to: Option<UnixMillis>,
@@ -107,11 +108,7 @@ pub struct AuditFilter<'a> {
 impl Store {
     // ------------------------------------------------------------ care units
 
-    pub async fn create_care_unit(
-        &self,
-        unit: &CareUnit,
-        now: UnixMillis,
-    ) -> Result<CareUnit> {
+    pub async fn create_care_unit(&self, unit: &CareUnit, now: UnixMillis) -> Result<CareUnit> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO care_units (unit_id, name, kind, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -248,10 +245,11 @@ impl Store {
         .await)?;
         let mut units: HashMap<String, Vec<CareUnit>> = HashMap::new();
         for (staff_id, unit_id, name, kind) in memberships {
-            units
-                .entry(staff_id)
-                .or_default()
-                .push(CareUnit { unit_id, name, kind });
+            units.entry(staff_id).or_default().push(CareUnit {
+                unit_id,
+                name,
+                kind,
+            });
         }
         rows.into_iter()
             .map(|r| {
@@ -493,7 +491,12 @@ impl Store {
         .map_err(|e| foreign_key_as_not_found(e, "alert"))?)
     }
 
-    pub async fn calls(&self, patient_id: &str, since: Option<UnixMillis>, limit: i64) -> Result<Vec<Call>> {
+    pub async fn calls(
+        &self,
+        patient_id: &str,
+        since: Option<UnixMillis>,
+        limit: i64,
+    ) -> Result<Vec<Call>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
             "SELECT call_id, patient_id, alert_id, staff_id, at, outcome, note FROM calls
              WHERE patient_id = $1 AND ($2 IS NULL OR at >= $2) ORDER BY at DESC, call_id DESC LIMIT $3",
@@ -508,17 +511,25 @@ impl Store {
     // ------------------------------------------------------------ audit search
 
     pub async fn search_audit(&self, f: &AuditFilter<'_>) -> Result<Vec<AuditEntry>> {
-        let action_prefix = f.action.map(|a| format!("{}%", a.replace(['%', '_'], "")));
+        // `patient.` finds every action that starts so; anything else is
+        // one action.
+        let (exact, prefix) = match f.action {
+            Some(a) if a.ends_with('.') => (None, Some(a)),
+            other => (other, None),
+        };
         Ok(on_pool!(self, pool => sqlx::query_as(
             "SELECT at, actor, action, patient_id, detail, source FROM audit_log
              WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR patient_id = $2)
-               AND ($3 IS NULL OR action LIKE $3)
-               AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5)
-             ORDER BY at DESC, audit_id DESC LIMIT $6",
+               AND ($3 IS NULL OR action = $3)
+               AND (CAST($4 AS TEXT) IS NULL
+                    OR substr(action, 1, length(CAST($4 AS TEXT))) = CAST($4 AS TEXT))
+               AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6)
+             ORDER BY at DESC, audit_id DESC LIMIT $7",
         )
         .bind(f.actor)
         .bind(f.patient_id)
-        .bind(action_prefix)
+        .bind(exact)
+        .bind(prefix)
         .bind(f.from.map(DbTime))
         .bind(f.to.map(DbTime))
         .bind(f.limit)

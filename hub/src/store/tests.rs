@@ -385,3 +385,175 @@ async fn audit_entries_are_kept() {
         assert!(s.audit_log(Some("p2"), 10).await.expect("log").is_empty());
     }
 }
+
+#[tokio::test]
+async fn staff_units_sessions_and_scoping() {
+    use crate::access::{CareUnit, Role, UnitKind};
+    for t in TestStore::both().await {
+        let store = &t.store;
+        enrolled(store).await;
+        for (id, kind) in [
+            ("vc", "region"),
+            ("hem", "municipality"),
+            ("other", "region"),
+        ] {
+            let unit = CareUnit {
+                unit_id: id.into(),
+                name: id.into(),
+                kind: kind.into(),
+            };
+            store.create_care_unit(&unit, T0).await.expect("unit");
+        }
+        let units = ["vc".to_owned()];
+        let new = NewStaff {
+            staff_id: "s1",
+            username: "Anna",
+            display_name: "Anna A",
+            role: Role::Nurse,
+            password_hash: Some("hash".into()),
+            units: &units,
+        };
+        let anna = store.create_staff(&new, T0).await.expect("staff");
+        assert_eq!(anna.username, "anna", "user names are lower case");
+        assert_eq!(anna.units.len(), 1);
+        assert!(matches!(
+            store.create_staff(&new, T0).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let bad_unit = ["nowhere".to_owned()];
+        assert!(matches!(
+            store
+                .create_staff(
+                    &NewStaff {
+                        staff_id: "s2",
+                        username: "b",
+                        units: &bad_unit,
+                        ..new
+                    },
+                    T0
+                )
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // Not enrolled anywhere yet: invisible.
+        assert!(
+            store
+                .patient_accesses("s1", None)
+                .await
+                .expect("access")
+                .is_empty()
+        );
+        store.enrol("p1", "vc", T0).await.expect("enrol");
+        store.enrol("p1", "hem", T0).await.expect("enrol");
+        store
+            .enrol("p1", "vc", T0)
+            .await
+            .expect("enrolling twice is fine");
+        let access = store
+            .patient_accesses("s1", Some("p1"))
+            .await
+            .expect("access");
+        let mut through = access["p1"].through.clone();
+        let mut enrolled_in = access["p1"].enrolled.clone();
+        through.sort();
+        enrolled_in.sort();
+        assert_eq!(through, [UnitKind::Region]);
+        assert_eq!(enrolled_in, [UnitKind::Region, UnitKind::Municipality]);
+        assert!(store.unenrol("p1", "vc").await.expect("unenrol"));
+        assert!(
+            store
+                .patient_accesses("s1", None)
+                .await
+                .expect("access")
+                .is_empty()
+        );
+
+        // Lockout counting and sessions.
+        assert_eq!(store.login_failed("s1", 3, T0).await.expect("count"), 1);
+        assert_eq!(store.login_failed("s1", 3, T0).await.expect("count"), 2);
+        let c = store.credentials("ANNA").await.expect("q").expect("found");
+        assert_eq!((c.failed_logins, c.locked_until), (2, None));
+        store
+            .login_failed("s1", 3, UnixMillis(T0.0 + 60_000))
+            .await
+            .expect("count");
+        let c = store.credentials("anna").await.expect("q").expect("found");
+        assert_eq!(c.locked_until, Some(DbTime(UnixMillis(T0.0 + 60_000))));
+        store
+            .start_session("s1", "digest", "csrf", T0, UnixMillis(T0.0 + 1000), None)
+            .await
+            .expect("session");
+        let c = store.credentials("anna").await.expect("q").expect("found");
+        assert_eq!(
+            (c.failed_logins, c.locked_until),
+            (0, None),
+            "a login forgets"
+        );
+        assert!(store.session("digest", T0).await.expect("q").is_some());
+        assert!(
+            store
+                .session("digest", UnixMillis(T0.0 + 1000))
+                .await
+                .expect("q")
+                .is_none()
+        );
+        // Closing the account ends its sessions.
+        store
+            .update_staff(
+                "s1",
+                &StaffChange {
+                    active: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("close");
+        assert!(store.session("digest", T0).await.expect("q").is_none());
+
+        // Assignments, calls and the audit search.
+        store.assign("s1", "p1", T0).await.expect("assign");
+        assert_eq!(store.assignments("s1").await.expect("list"), ["p1"]);
+        let call = store
+            .add_call(&NewCall {
+                patient_id: "p1",
+                alert_id: None,
+                staff_id: "s1",
+                at: T0,
+                outcome: "reached",
+                note: "mår bra",
+            })
+            .await
+            .expect("call");
+        assert_eq!(
+            store.calls("p1", Some(T0), 10).await.expect("calls")[0].call_id,
+            call.call_id
+        );
+        for action in ["patient.view", "patient.list", "auth.login_failed"] {
+            store
+                .audit(&AuditEntry {
+                    at: DbTime(T0),
+                    actor: "staff:s1".into(),
+                    action: action.into(),
+                    patient_id: Some("p1".into()),
+                    detail: None,
+                    source: None,
+                })
+                .await
+                .expect("audit");
+        }
+        let found = |action: &'static str| {
+            let filter = AuditFilter {
+                actor: Some("staff:s1"),
+                action: Some(action),
+                limit: 10,
+                ..Default::default()
+            };
+            async move { store.search_audit(&filter).await.expect("search").len() }
+        };
+        assert_eq!(found("patient.").await, 2);
+        assert_eq!(found("patient.view").await, 1);
+        assert_eq!(found("auth.login_failed").await, 1);
+        assert_eq!(found("patient").await, 0, "without a dot: one action");
+    }
+}
