@@ -1,0 +1,227 @@
+// The triage board: the nurse's patients, worst first (the hub sorts:
+// open high alerts, then medium, then missing data, then stable; the
+// oldest unacknowledged first within a level). Alert changes from the
+// websocket update a row at once; the board is then refetched (debounced)
+// to re-sort and refresh the aggregates. "Open for" ticks every 30 s.
+
+import { h, mount, announce } from "./dom.js";
+import { get } from "./api.js";
+import { t, time, since, ago, num, ruleName, label } from "./i18n.js";
+import { severityBadge, levelBadge, stateBadge, actionButtons, callDialog, compareAlerts, isActive, errorText } from "./alerts.js";
+import { sparkline } from "./charts.js";
+
+const METRICS = [
+  { key: "weight", label: "metric.weight", unit: "kg", digits: 1 },
+  { key: "bp", label: "metric.bp", unit: "mmHg" },
+  { key: "hr", label: "metric.hr", unit: "/min", digits: 0 },
+  { key: "spo2", label: "metric.spo2", unit: "%", digits: 0 },
+];
+
+export function render(container, { live }) {
+  let rows = [];
+  let generatedAt = null;
+  let loaded = false;
+  let error = null;
+  const known = new Set(); // alert ids seen, to tell new alerts apart
+  const sparkCache = new Map(); // patient id + metric → {sig, el}
+  const flash = new Map(); // patient id → highlight until (ms)
+  let refetchTimer = null;
+  let fetching = null;
+
+  const status = h("p", { class: "muted board-status", "aria-live": "off" });
+  const tbody = h("tbody");
+  const table = h("table", { class: "board", id: "board" },
+    h("caption", { class: "visually-hidden" }, t("board.title")),
+    h("thead", {}, h("tr", {},
+      ["level", "patient", "alert", "since", "latest", "adherence", "last", "actions"]
+        .map((c) => h("th", { scope: "col", class: `col-${c}` }, t(`board.col.${c}`))))),
+    tbody);
+  const empty = h("p", { class: "empty", hidden: true }, t("board.empty"));
+  const errorBox = h("p", { class: "form-error", role: "alert", hidden: true });
+  mount(container,
+    h("div", { class: "view-head" }, h("h1", {}, t("board.title")), status),
+    errorBox, empty, h("div", { class: "table-wrap" }, table));
+
+  async function fetchBoard() {
+    if (fetching) return fetching;
+    fetching = (async () => {
+      try {
+        const b = await get("/board");
+        rows = b.rows ?? [];
+        generatedAt = b.generated_at;
+        error = null;
+        for (const r of rows) for (const a of r.alerts ?? []) known.add(a.alert_id);
+        loaded = true;
+      } catch (e) {
+        error = e;
+      } finally {
+        fetching = null;
+      }
+      draw();
+    })();
+    return fetching;
+  }
+
+  function scheduleRefetch(ms = 300) {
+    clearTimeout(refetchTimer);
+    refetchTimer = setTimeout(fetchBoard, ms);
+  }
+
+  function draw() {
+    errorBox.hidden = !error;
+    if (error) errorBox.textContent = errorText(error);
+    if (!loaded) { status.textContent = t("loading"); return; }
+    status.textContent = `${t("board.count", { n: rows.length })} · ${t("board.updated", { time: time(generatedAt) })}`;
+    empty.hidden = rows.length > 0;
+    tbody.replaceChildren(...rows.map(rowEl));
+  }
+
+  function rowEl(r) {
+    const p = r.patient;
+    const alerts = (r.alerts ?? []).filter(isActive).sort(compareAlerts);
+    const top = alerts[0];
+    const tr = h("tr", {
+      class: `row level-${r.level}${(flash.get(p.id) ?? 0) > Date.now() ? " flash" : ""}`,
+      dataset: { patient: p.id, level: r.level },
+    });
+    const link = h("a", { href: `#/patient/${encodeURIComponent(p.id)}`, class: "patient-link" }, p.name);
+    tr.append(
+      h("td", { class: "col-level" }, levelBadge(r.level)),
+      h("th", { scope: "row", class: "col-patient" }, link,
+        h("div", { class: "muted small" }, p.program ? label("program.", p.program) : "")),
+      h("td", { class: "col-alert" }, top ? alertSummary(top, alerts.length - 1, alerts.slice(1)) : h("span", { class: "muted" }, t("board.no_alert"))),
+      h("td", { class: "col-since" }, top ? h("span", { class: "since", dataset: { since: top.opened_at } }, since(top.opened_at)) : ""),
+      h("td", { class: "col-latest" }, latestEl(r)),
+      h("td", { class: "col-adherence" }, adherenceEl(r.adherence)),
+      h("td", { class: "col-last" }, r.last_reading_at
+        ? h("time", { datetime: r.last_reading_at, title: time(r.last_reading_at), class: "ago", dataset: { ago: r.last_reading_at } }, ago(r.last_reading_at))
+        : h("span", { class: "muted" }, t("board.never"))),
+      h("td", { class: "col-actions" }, h("div", { class: "actions" },
+        top ? actionButtons(top, p.name, { onChange: (a) => applyAlert(a), onError: showError }) : null,
+        h("button", {
+          type: "button", "data-action": "call", "aria-label": `${t("act.call")}: ${p.name}`,
+          onclick: () => callDialog(p.id, p.name, alerts, null, top?.alert_id),
+        }, t("act.call")))),
+    );
+    return tr;
+  }
+
+  function alertSummary(a, more, rest) {
+    const el = h("div", { class: "alert-summary", dataset: { alertId: a.alert_id, state: a.state, rule: a.rule } },
+      h("div", { class: "alert-line" }, severityBadge(a.severity), " ",
+        h("strong", {}, ruleName(a.rule)), " ", stateBadge(a)),
+      h("div", { class: "explanation" }, a.explanation));
+    if (more > 0) {
+      el.append(h("details", { class: "more" },
+        h("summary", {}, t("board.more_alerts", { n: more })),
+        h("ul", {}, rest.map((b) => h("li", { dataset: { alertId: b.alert_id, state: b.state } },
+          severityBadge(b.severity), " ", ruleName(b.rule), " · ", stateBadge(b), " — ", b.explanation)))));
+    }
+    return el;
+  }
+
+  function latestEl(r) {
+    const latest = r.latest ?? {};
+    const sp = r.sparklines ?? {};
+    const items = [];
+    for (const m of METRICS) {
+      let value, series;
+      if (m.key === "bp") {
+        if (!latest.bp_sys) continue;
+        value = `${num(latest.bp_sys.value, 0)}/${latest.bp_dia ? num(latest.bp_dia.value, 0) : "–"}`;
+        series = [sp.bp_sys ?? [], sp.bp_dia ?? []];
+      } else {
+        if (!latest[m.key]) continue;
+        value = num(latest[m.key].value, m.digits);
+        series = [sp[m.key] ?? []];
+      }
+      items.push(h("div", { class: "latest", dataset: { metric: m.key } },
+        h("span", { class: "latest-label" }, t(m.label)), " ",
+        h("span", { class: "latest-value" }, value, " ", h("span", { class: "unit" }, m.unit)), " ",
+        cachedSpark(r.patient.id, m.key, series, `${t(m.label)} 14 d`)));
+    }
+    return items.length ? items : h("span", { class: "muted" }, "–");
+  }
+
+  // Recreating ~150 small charts on every refetch would be wasteful; a
+  // sparkline is rebuilt only when its data changed.
+  function cachedSpark(pid, key, series, title) {
+    const id = `${pid}\u0000${key}`;
+    const sig = JSON.stringify(series);
+    const hit = sparkCache.get(id);
+    if (hit && hit.sig === sig) return hit.el;
+    const el = sparkline(series, { title });
+    sparkCache.set(id, { sig, el });
+    return el;
+  }
+
+  function adherenceEl(adh) {
+    if (!adh) return "–";
+    const out = [];
+    for (const [k, key] of [["measurements", "adh.measurements"], ["doses", "adh.doses"]]) {
+      const v = adh[k];
+      if (!v || !v.expected) continue;
+      const pct = Math.round((100 * v.taken) / v.expected);
+      out.push(h("div", { class: `adh ${pct < 80 ? "adh-low" : ""}` },
+        t(key, { taken: v.taken, expected: v.expected }), " ",
+        h("span", { class: "muted" }, `(${pct} %)`), pct < 80 ? h("span", { "aria-hidden": "true" }, " ▼") : null));
+    }
+    return out.length ? out : h("span", { class: "muted" }, t("adh.none"));
+  }
+
+  function showError(e) {
+    errorBox.textContent = errorText(e);
+    errorBox.hidden = false;
+  }
+
+  /** An alert changed (our own action or a delta): patch its row now. */
+  function applyAlert(a, { quiet = false } = {}) {
+    if (!a || a.alert_id == null) return;
+    const row = rows.find((r) => r.patient.id === a.patient_id);
+    const isNew = !known.has(a.alert_id);
+    known.add(a.alert_id);
+    if (row) {
+      const list = (row.alerts ?? []).filter((x) => x.alert_id !== a.alert_id);
+      const old = (row.alerts ?? []).find((x) => x.alert_id === a.alert_id);
+      if (old && old.version > a.version) return; // stale
+      if (isActive(a)) list.push(a);
+      row.alerts = list.sort(compareAlerts);
+      if (isNew && !quiet && loaded && a.state === "open") {
+        announce(t("board.new_alert", { patient: row.patient.name, severity: t(`sev.${a.severity}`), text: a.explanation }));
+        flash.set(a.patient_id, Date.now() + 8000);
+      }
+      draw();
+    }
+    scheduleRefetch();
+  }
+
+  const off = live.on((msg) => {
+    if (msg.type === "snapshot") {
+      // (Re)connected: the snapshot is the truth; refetch the board too.
+      for (const a of msg.alerts ?? []) applyAlert(a, { quiet: true });
+      scheduleRefetch(0);
+    } else if (msg.type === "alert") {
+      applyAlert(msg.alert);
+    } else if (msg.type === "obs" || msg.type === "patient") {
+      const waveform = (msg.records ?? []).every((r) => r.n === "fhr" || r.n === "toco" || r.n === "sigq");
+      if (!waveform || msg.type === "patient") scheduleRefetch(2000);
+    }
+  });
+
+  // Time since opened / last reading, every 30 s, without a refetch.
+  const ticker = setInterval(() => {
+    for (const el of tbody.querySelectorAll("[data-since]")) el.textContent = since(el.dataset.since);
+    for (const el of tbody.querySelectorAll("[data-ago]")) el.textContent = ago(el.dataset.ago);
+  }, 30000);
+  // And a slow full refresh, in case a delta was missed while hidden.
+  const slow = setInterval(() => { if (!document.hidden) scheduleRefetch(0); }, 120000);
+
+  draw();
+  fetchBoard();
+  return () => {
+    off();
+    clearInterval(ticker);
+    clearInterval(slow);
+    clearTimeout(refetchTimer);
+  };
+}
