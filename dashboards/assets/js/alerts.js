@@ -30,7 +30,10 @@ export function stateText(a) {
 }
 
 export function stateBadge(a) {
-  return h("span", { class: `state state-${a.state}` }, stateText(a));
+  const badge = h("span", { class: `state state-${a.state}` }, stateText(a));
+  if (!a.escalation_level || !isActive(a)) return badge;
+  return h("span", {}, badge, " ", h("span", { class: "state state-escalated" },
+    h("span", { "aria-hidden": "true" }, "⇧ "), t("state.escalated", { n: a.escalation_level })));
 }
 
 export function isActive(a) {

@@ -42,8 +42,10 @@ export function render(container, { live }) {
     h("div", { class: "view-head" }, h("h1", {}, t("board.title")), status),
     errorBox, empty, h("div", { class: "table-wrap" }, table));
 
+  let again = false;
   async function fetchBoard() {
-    if (fetching) return fetching;
+    // A change during a fetch may not be in its answer: fetch once more.
+    if (fetching) { again = true; return fetching; }
     fetching = (async () => {
       try {
         const b = await get("/board");
@@ -58,13 +60,20 @@ export function render(container, { live }) {
         fetching = null;
       }
       draw();
+      if (again) { again = false; scheduleRefetch(0); }
     })();
     return fetching;
   }
 
+  // Coalesces bursts of deltas into one refetch. A pending refetch is kept
+  // (not pushed back) so that a steady stream of readings cannot starve it.
+  let refetchDue = Infinity;
   function scheduleRefetch(ms = 300) {
+    const due = Date.now() + ms;
+    if (due >= refetchDue) return;
     clearTimeout(refetchTimer);
-    refetchTimer = setTimeout(fetchBoard, ms);
+    refetchDue = due;
+    refetchTimer = setTimeout(() => { refetchDue = Infinity; fetchBoard(); }, ms);
   }
 
   function draw() {
@@ -73,7 +82,21 @@ export function render(container, { live }) {
     if (!loaded) { status.textContent = t("loading"); return; }
     status.textContent = `${t("board.count", { n: rows.length })} · ${t("board.updated", { time: time(generatedAt) })}`;
     empty.hidden = rows.length > 0;
+    // Redrawing must not pull the keyboard focus out from under the nurse:
+    // put it back on the same control of the same patient's row.
+    const active = document.activeElement;
+    let focus = null;
+    if (active && tbody.contains(active)) {
+      const tr = active.closest("tr");
+      focus = { patient: tr?.dataset.patient, action: active.dataset.action ?? (active.matches(".patient-link") ? "link" : null) };
+    }
     tbody.replaceChildren(...rows.map(rowEl));
+    if (focus?.patient) {
+      const tr = tbody.querySelector(`tr[data-patient="${CSS.escape(focus.patient)}"]`);
+      const el = focus.action === "link" ? tr?.querySelector(".patient-link")
+        : focus.action ? tr?.querySelector(`[data-action="${focus.action}"]`) : null;
+      (el ?? tr?.querySelector("a, button"))?.focus({ preventScroll: true });
+    }
   }
 
   function rowEl(r) {

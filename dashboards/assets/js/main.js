@@ -87,6 +87,9 @@ live.onStatus((online) => {
     conn = "offline";
     offlineSince = Date.now();
     announce(`${t("conn.offline")}`);
+    // The websocket cannot tell us why it closed; if the session expired,
+    // go to the login instead of retrying for ever.
+    api("/auth/me").catch((e) => { if (e instanceof ApiError && e.status === 401) signedOut(); });
   }
   drawConnection();
 });
