@@ -5,7 +5,7 @@
 // page is audited by the hub.
 
 import { h, mount } from "./dom.js";
-import { get, observations, normalizeObs, ApiError } from "./api.js";
+import { get, put, observations, normalizeObs, ApiError } from "./api.js";
 import { t, dateTime, ago, num, ruleName, label } from "./i18n.js";
 import { severityBadge, stateBadge, actionButtons, callDialog, compareAlerts, isActive, errorText } from "./alerts.js";
 import { trendChart, chartSummary } from "./charts.js";
@@ -24,9 +24,10 @@ function section(id, title, ...body) {
   return h("section", { class: "card", id, "aria-labelledby": `${id}-h` }, h("h2", { id: `${id}-h` }, title), ...body);
 }
 
-export function render(container, { live, params }) {
+export function render(container, { me, live, params }) {
   const id = params[0];
-  const cleanups = [];
+  const canEdit = me.role === "physician" || me.role === "admin";
+  const trendCharts = []; // destroyers of the uPlot instances
   let patient = null;
   let alerts = [];
   let plan = null;
@@ -121,6 +122,7 @@ export function render(container, { live, params }) {
     const from = to - 30 * DAY;
     const [weight, sys, dia, hr, spo2] = await Promise.all(
       ["weight", "sys", "dia", "hr", "spo2"].map((m) => observations(id, m, from, to, 5000)));
+    trendCharts.splice(0).forEach((f) => f());
     trendsBox.replaceChildren();
     const chart = (title, unit, lines, refs, yRange) => {
       const all = lines.flatMap((l) => l.points);
@@ -129,7 +131,7 @@ export function render(container, { live, params }) {
         h("figcaption", {}, h("strong", {}, title), " ", h("span", { class: "muted" }, lines.map((l) => chartSummary(l.points, unit)).join(" · "))),
         all.length ? box : h("p", { class: "muted" }, t("patient.no_data")));
       trendsBox.append(fig);
-      if (all.length) cleanups.push(destroyer(trendChart(box, { lines, refs, unit, fromMs: from, toMs: to, yRange })));
+      if (all.length) trendCharts.push(destroyer(trendChart(box, { lines, refs, unit, fromMs: from, toMs: to, yRange })));
     };
     const dry = plan?.dry_weight_kg;
     chart(t("patient.weight30"), "kg", [{ label: t("metric.weight"), points: weight }],
@@ -230,11 +232,49 @@ export function render(container, { live, params }) {
       h("ul", { class: "tags" }, [...(plan.rules ?? [])].map((r) => h("li", {}, ruleName(r)))),
       h("details", {}, h("summary", {}, t("patient.plan_thresholds")),
         h("table", { class: "compact" }, h("tbody", {}, Object.entries(th).map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, num(v, 2))))))),
+      canEdit ? planEditor(th) : null,
       h("h3", {}, t("patient.plan_history")),
       history.length ? h("ol", { class: "plan-history" }, history.slice().reverse().map((v) => h("li", {},
         h("strong", {}, t("patient.plan_version", { v: v.version })), " · ", dateTime(v.changed_at), " · ", v.changed_by,
         h("div", {}, v.reason), planDiff(json(v.previous), json(v.plan)))))
         : h("p", { class: "muted" }, t("patient.plan_no_history")));
+  }
+
+  /**
+   * Physicians and admins change the plan: dry weight, virtual ward, one
+   * threshold at a time; always with a reason, kept in the plan history.
+   */
+  function planEditor(th) {
+    const keys = Object.keys(th);
+    const thKey = h("select", { name: "key" }, h("option", { value: "" }, "–"), keys.map((k) => h("option", { value: k }, k)));
+    const thValue = h("input", { name: "value", type: "number", step: "any", inputmode: "decimal" });
+    thKey.addEventListener("change", () => { thValue.value = th[thKey.value] ?? ""; });
+    const error = h("p", { class: "form-error", role: "alert", hidden: true });
+    const form = h("form", { class: "plan-edit" },
+      h("label", { class: "field" }, h("span", {}, t("plan.dry_weight")),
+        h("input", { name: "dry", type: "number", step: "0.1", min: "20", max: "350", value: plan.dry_weight_kg ?? "" })),
+      h("label", {}, h("input", { type: "checkbox", name: "vw", checked: !!plan.virtual_ward }), " ", t("patient.plan_virtual_ward")),
+      h("div", { class: "inline-form" },
+        h("label", { class: "field" }, h("span", {}, t("plan.threshold")), thKey),
+        h("label", { class: "field" }, h("span", {}, t("plan.value")), thValue)),
+      h("label", { class: "field" }, h("span", {}, t("plan.reason")), h("input", { name: "reason", required: true, maxlength: 500 })),
+      error,
+      h("button", { type: "submit", class: "primary" }, t("plan.save")));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const v = Object.fromEntries(new FormData(form).entries());
+      const changes = {};
+      const dry = v.dry === "" ? null : Number(v.dry);
+      if (dry !== (plan.dry_weight_kg ?? null)) changes.dry_weight_kg = dry;
+      if (!!v.vw !== !!plan.virtual_ward) changes.virtual_ward = !!v.vw;
+      if (v.key && v.value !== "" && Number(v.value) !== th[v.key]) changes.thresholds = { [v.key]: Number(v.value) };
+      try {
+        await put(`/patients/${enc(id)}/plan`, { changes, reason: v.reason.trim() });
+        await loadPlan();
+        await loadTrends();
+      } catch (e) { error.textContent = errorText(e); error.hidden = false; }
+    });
+    return h("details", {}, h("summary", {}, t("plan.edit")), form);
   }
 
   /** What changed between two plan versions, as "key: old → new". */
@@ -316,6 +356,6 @@ export function render(container, { live, params }) {
     live.unsubscribe(id);
     viewer?.destroy();
     pastViewer?.destroy();
-    cleanups.forEach((f) => f());
+    trendCharts.forEach((f) => f());
   };
 }
