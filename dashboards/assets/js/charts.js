@@ -4,7 +4,7 @@
 
 import uPlot from "../vendor/uPlot.esm.js";
 import { h } from "./dom.js";
-import { t, num } from "./i18n.js";
+import { t, num, shortDate } from "./i18n.js";
 
 export { uPlot };
 
@@ -78,7 +78,8 @@ export function trendChart(container, { lines, refs = [], unit = "", fromMs, toM
       },
     },
     axes: [
-      { grid: { stroke: COLORS.grid }, ticks: { stroke: COLORS.grid } },
+      // Dates as people here write them ("3 dec"), not uPlot's US default.
+      { grid: { stroke: COLORS.grid }, ticks: { stroke: COLORS.grid }, values: (u, splits) => splits.map((s) => shortDate(s * 1000)) },
       { grid: { stroke: COLORS.grid }, ticks: { stroke: COLORS.grid }, label: unit, size: 55 },
     ],
     series: [

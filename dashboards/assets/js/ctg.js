@@ -38,7 +38,7 @@ function paper(grid, { band, baseline } = {}) {
     const dpr = uPlot.pxRatio;
     for (let v = grid.min; v <= grid.max; v += grid.minor) {
       const y = Math.round(u.valToPos(v, "y", true)) + 0.5;
-      const major = (v - grid.min) % grid.major === 0 || v === grid.max;
+      const major = v % grid.major === 0;
       line(left, y, left + width, y, major ? "#e0a39a" : "#f0c9c1", (major ? 1.2 : 0.6) * dpr);
     }
     // Vertical lines: every minute (1 cm), stronger every 10 minutes.
@@ -80,9 +80,11 @@ function axes(grid, label) {
       labelSize: 14,
       size: Y_AXIS,
       grid: { show: false },
+      // The edges and every major line (multiples of 30 bpm: 60 … 210).
       splits: () => {
-        const out = [];
-        for (let v = grid.min; v <= grid.max; v += grid.major) out.push(v);
+        const out = [grid.min];
+        for (let v = Math.ceil((grid.min + 1) / grid.major) * grid.major; v <= grid.max; v += grid.major) out.push(v);
+        if (out[out.length - 1] !== grid.max) out.push(grid.max);
         return out;
       },
     },
@@ -104,7 +106,11 @@ export function ctgViewer(container, { startMs, endMs = null, samples = [], summ
 
   const countEl = h("span", { class: "ctg-count", "data-samples": "0" }, t("ctg.samples", { n: 0 }));
   const summaryEl = h("dl", { class: "ctg-summary" });
-  const scroller = h("div", { class: "ctg-scroll", tabindex: "0", role: "region", "aria-label": t("ctg.title") });
+  // The scale, for people and tests: it is drawn on canvas, not in text.
+  const scroller = h("div", {
+    class: "ctg-scroll", tabindex: "0", role: "region", "aria-label": `${t("ctg.title")}. ${t("ctg.paper")}`,
+    dataset: { fhrMin: FHR.min, fhrMax: FHR.max, tocoMax: TOCO.max, pxPerMin: PX_PER_MIN.toFixed(2) },
+  });
   const fhrEl = h("div", { class: "ctg-fhr" });
   const tocoEl = h("div", { class: "ctg-toco" });
   scroller.append(fhrEl, tocoEl);

@@ -290,10 +290,17 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
         let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 80 && d[i+1] < 80 && d[i+2] < 80) n++;
         return n;", vec![]).await?;
     assert!(inked.as_u64().unwrap_or(0) > 500, "no FHR trace drawn: {inked}");
-    // The standard scale: 50–210 bpm on the axis.
-    let grid = b.js("return document.querySelector('.ctg-live .ctg-fhr').textContent;", vec![]).await?;
-    let grid = grid.as_str().unwrap_or_default();
-    assert!(grid.contains("210") && grid.contains("50"), "axis labels: {grid}");
+    // The standard paper: 50–210 bpm, toco 0–100, 1 cm (96/2.54 CSS px)
+    // a minute, so at least the 10 minutes the viewer always shows.
+    let paper = b.js("const s = document.querySelector('.ctg-live .ctg-scroll');
+        const c = s.querySelector('.ctg-fhr canvas');
+        return [s.dataset.fhrMin, s.dataset.fhrMax, s.dataset.tocoMax, s.dataset.pxPerMin,
+                c.getBoundingClientRect().width];", vec![]).await?;
+    assert_eq!(paper[0], "50", "{paper}");
+    assert_eq!(paper[1], "210", "{paper}");
+    assert_eq!(paper[2], "100", "{paper}");
+    assert_eq!(paper[3], "37.80", "{paper}");
+    assert!(paper[4].as_f64().unwrap_or(0.0) >= 10.0 * 37.8, "{paper}");
 
     b.js("document.getElementById('ctg').scrollIntoView();", vec![]).await?;
     let shot = b.screenshot(&shots, "ctg").await?;
