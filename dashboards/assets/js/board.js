@@ -47,9 +47,11 @@ export function render(container, { live }) {
     // A change during a fetch may not be in its answer: fetch once more.
     if (fetching) { again = true; return fetching; }
     fetching = (async () => {
+      const startedAt = Date.now();
       try {
         const b = await get("/board");
         rows = b.rows ?? [];
+        mergeRecent(startedAt);
         generatedAt = b.generated_at;
         error = null;
         for (const r of rows) for (const a of r.alerts ?? []) known.add(a.alert_id);
@@ -63,6 +65,21 @@ export function render(container, { live }) {
       if (again) { again = false; scheduleRefetch(0); }
     })();
     return fetching;
+  }
+
+  // Alert deltas received while a fetch was under way may be newer than
+  // its answer: apply them again on top, so the board never steps back.
+  const recent = new Map(); // alert id → {alert, at}
+  function mergeRecent(startedAt) {
+    for (const [id, { alert, at }] of recent) {
+      if (at < startedAt - 5000) { recent.delete(id); continue; }
+      const row = rows.find((r) => r.patient.id === alert.patient_id);
+      if (!row) continue;
+      const list = row.alerts ?? [];
+      const old = list.find((x) => x.alert_id === id);
+      if (old && old.version >= alert.version) continue;
+      row.alerts = list.filter((x) => x.alert_id !== id).concat(isActive(alert) ? [alert] : []).sort(compareAlerts);
+    }
   }
 
   // Coalesces bursts of deltas into one refetch. A pending refetch is kept
@@ -203,6 +220,8 @@ export function render(container, { live }) {
     const row = rows.find((r) => r.patient.id === a.patient_id);
     const isNew = !known.has(a.alert_id);
     known.add(a.alert_id);
+    const seen = recent.get(a.alert_id);
+    if (!seen || seen.alert.version <= a.version) recent.set(a.alert_id, { alert: a, at: Date.now() });
     if (row) {
       const list = (row.alerts ?? []).filter((x) => x.alert_id !== a.alert_id);
       const old = (row.alerts ?? []).find((x) => x.alert_id === a.alert_id);
