@@ -70,7 +70,7 @@ const fn etag_bytes(bytes: &[u8]) -> [u8; 18] {
 
 /// Embeds the files under `assets/`; each entry is `"path", "type"`.
 macro_rules! assets {
-    ($($path:literal => $ty:literal),* $(,)?) => {
+    ($($path:literal => $ty:expr),* $(,)?) => {
         &[$(Asset {
             path: $path,
             content_type: $ty,
