@@ -60,6 +60,11 @@ struct RunArgs {
     /// Bearer token for the hub's API.
     #[arg(long, env = "VAKA_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Enrol every simulated patient in this care unit (repeat for
+    /// several), so that its staff see them; the unit must exist
+    /// (`vaka unit add`).
+    #[arg(long = "unit")]
+    units: Vec<String>,
     /// MQTT client ids are {prefix}-{device id}.
     #[arg(long, default_value = "vaka-sim")]
     client_prefix: String,
@@ -98,7 +103,7 @@ fn print_roster(args: &RosterArgs) -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let roster = vaka_sim::roster(args.roster.seed, args.roster.patients);
     if let Some(api) = &args.api {
-        vaka_sim::register::register(&roster, api, args.api_token.as_deref())
+        vaka_sim::register::register_in_units(&roster, api, args.api_token.as_deref(), &args.units)
             .await
             .context("registering the roster with the hub failed")?;
     }

@@ -73,6 +73,17 @@ pub async fn register(
     api: &str,
     token: Option<&str>,
 ) -> Result<RegisterReport, RegisterError> {
+    register_in_units(roster, api, token, &[]).await
+}
+
+/// As [`register`], and enrols every patient in the care `units` (which
+/// must exist), so that the staff of those units see them.
+pub async fn register_in_units(
+    roster: &Roster,
+    api: &str,
+    token: Option<&str>,
+    units: &[String],
+) -> Result<RegisterReport, RegisterError> {
     let base = api.trim_end_matches('/');
     match reqwest::Url::parse(base) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -115,6 +126,11 @@ pub async fn register(
             report.patients_created += 1;
         } else {
             report.patients_existing += 1;
+        }
+        for unit in units {
+            let path = format!("/api/v1/patients/{}/enrolments/{unit}", p.id);
+            let what = format!("enrolment of {} in {unit}", p.id);
+            api.put(&path, &serde_json::json!({}), &what).await?;
         }
         for d in &p.devices {
             let body = NewDevice {

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vaka_gateway::{MqttConfig, TopicRoot, UnixMillis};
 
-use crate::store::{NewPatient, Store, StoreError};
+use crate::access::{CareUnit, Role, UnitKind};
+use crate::store::{NewPatient, NewStaff, Store, StoreError};
 use crate::{HubConfig, HubError};
 
 #[derive(Debug, Clone)]
@@ -55,6 +56,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
 
     let roster = vaka_sim::roster(options.seed, options.patients);
     register(&store, &roster).await?;
+    seed_staff(&store, &roster).await?;
 
     let listener = match TcpListener::bind(options.http).await {
         Ok(l) => l,
@@ -69,8 +71,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     println!();
     println!("  vaka demo is running");
     println!();
-    println!("  Open:      http://{http}/#token={token}");
-    println!("  API token: {token}   (Authorization: Bearer …)");
+    println!("  Open:      http://{http}/");
+    println!("  Logins (password {DEMO_PASSWORD}):");
+    for (username, name, role, unit) in DEMO_LOGINS {
+        println!("             {username:<14} {name}, {role} ({unit})");
+    }
+    println!("  API token: {token}   (Authorization: Bearer …, for scripts)");
     println!(
         "  Patients:  {}  ({devices} simulated devices)",
         roster.patients.len()
@@ -93,6 +99,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         limits: Default::default(),
         batch: Default::default(),
         policy: Default::default(),
+        login: Default::default(),
     };
     let hub = tokio::spawn(crate::run(config, store, listener, shutdown.clone()));
     wait_until_ready(http).await?;
@@ -228,6 +235,68 @@ async fn register(store: &Store, roster: &vaka_sim::Roster) -> Result<(), StoreE
                 Err(e) => return Err(e),
             }
         }
+    }
+    Ok(())
+}
+
+/// The demo's care units and staff (printed at start). The passwords are
+/// for this demo on this machine only.
+pub const DEMO_LOGINS: [(&str, &str, Role, &str); 4] = [
+    ("sjukskoterska", "Sara Sjuksköterska", Role::Nurse, "vc-norrby"),
+    ("lakare", "Lars Läkare", Role::Physician, "vc-norrby"),
+    ("hemtjanst", "Hanna Hemtjänst", Role::Nurse, "hemtjanst-norrby"),
+    ("admin", "Alva Administratör", Role::Admin, "vc-norrby"),
+];
+pub const DEMO_PASSWORD: &str = "vaka-demo-2026";
+
+/// A vårdcentral responsible for everyone's clinical care, and a municipal
+/// home-care unit for the elderly at home (their dispensers and falls).
+async fn seed_staff(store: &Store, roster: &vaka_sim::Roster) -> Result<(), StoreError> {
+    let now = UnixMillis::now();
+    for (id, name, kind) in [
+        ("vc-norrby", "Norrby vårdcentral", UnitKind::Region),
+        ("hemtjanst-norrby", "Hemtjänsten Norrby", UnitKind::Municipality),
+    ] {
+        let unit = CareUnit {
+            unit_id: id.into(),
+            name: name.into(),
+            kind: kind.as_str().into(),
+        };
+        match store.create_care_unit(&unit, now).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let hash = crate::passwords::hash(DEMO_PASSWORD)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    for (username, name, role, unit) in DEMO_LOGINS {
+        let units = if role == Role::Admin {
+            vec![unit.to_owned(), "hemtjanst-norrby".to_owned()]
+        } else {
+            vec![unit.to_owned()]
+        };
+        let staff = NewStaff {
+            staff_id: username,
+            username,
+            display_name: name,
+            role,
+            password_hash: Some(hash.clone()),
+            units: &units,
+        };
+        match store.create_staff(&staff, now).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for p in &roster.patients {
+        store.enrol(&p.id, "vc-norrby", now).await?;
+        if p.program.as_str() == "elderly_at_home" {
+            store.enrol(&p.id, "hemtjanst-norrby", now).await?;
+            store.assign("hemtjanst", &p.id, now).await?;
+        }
+    }
+    for p in roster.patients.iter().take(crate::http::MAX_ASSIGNED) {
+        store.assign("sjukskoterska", &p.id, now).await?;
     }
     Ok(())
 }

@@ -15,12 +15,16 @@
 //! - [`demo`]: `vaka demo`, with an embedded broker and the simulator.
 //! - [`run`]: wires the tasks together and shuts them down in order.
 
+pub mod access;
 pub mod alerts;
+pub mod board;
 pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
+pub mod passwords;
 pub mod plans;
 pub mod replay;
 pub mod store;
@@ -29,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -50,6 +54,8 @@ pub struct HubConfig {
     pub batch: BatchConfig,
     /// Escalation and snooze limits of alerts.
     pub policy: alerts::Policy,
+    /// Staff logins: lockout, session length, cookie flags.
+    pub login: http::login::LoginPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +88,12 @@ pub async fn run(
     let (gateway, gateway_handle) = Gateway::new(gateway_config, metrics.gateway.clone())?;
 
     let (engine_tx, engine_rx) = mpsc::channel(1024);
-    let (broadcast, _) = broadcast::channel(1024);
+    let live = live::Live::default();
     let engine = EngineTask::start(
         EngineDeps {
             store: store.clone(),
             clock: clock.clone(),
-            broadcast: broadcast.clone(),
+            live: live.clone(),
             gateway: Some(gateway_handle.clone()),
             metrics: metrics.clone(),
             policy: config.policy.clone(),
@@ -100,10 +106,11 @@ pub async fn run(
         store: store.clone(),
         api_token: config.api_token.clone().into(),
         engine: engine_tx.clone(),
-        broadcast,
+        live,
         broker: gateway_handle.connection(),
         registry,
         clock,
+        login: config.login.clone(),
     });
 
     let intake_stop = CancellationToken::new();

@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vaka_gateway::validate::Limits;
 use vaka_gateway::{BatchConfig, MqttConfig, TopicRoot, UnixMillis};
-use vaka_hub::store::Store;
+use vaka_hub::access::{CareUnit, Role, UnitKind};
+use vaka_hub::store::{NewStaff, StaffChange, Store};
 use vaka_hub::{HubConfig, demo};
 
 /// vaka: remote patient monitoring hub.
@@ -62,6 +63,57 @@ enum Command {
     /// they would have raised (with the current plan, or a proposed one).
     /// Writes nothing.
     Replay(ReplayArgs),
+    /// Care units (vårdcentraler, wards, municipal home care).
+    #[command(subcommand)]
+    Unit(UnitCommand),
+    /// Staff accounts: add one, or set a new password (which also unlocks).
+    #[command(subcommand)]
+    Staff(StaffCommand),
+}
+
+#[derive(Subcommand)]
+enum UnitCommand {
+    /// Add a care unit.
+    Add {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Its id, e.g. vc-norrby.
+        id: String,
+        /// Its name, e.g. "Norrby vårdcentral".
+        #[arg(long)]
+        name: String,
+        /// region (clinical care) or municipality (dispensers, falls).
+        #[arg(long)]
+        kind: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StaffCommand {
+    /// Add a member of staff. The password is read from VAKA_STAFF_PASSWORD
+    /// or, when that is not set, from the first line of standard input.
+    Add {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Login name, e.g. anna.svensson.
+        username: String,
+        /// Name shown to colleagues.
+        #[arg(long)]
+        name: String,
+        /// nurse, physician or admin.
+        #[arg(long)]
+        role: String,
+        /// A care unit she belongs to (repeat for several).
+        #[arg(long = "unit", required = true)]
+        units: Vec<String>,
+    },
+    /// Set a new password (VAKA_STAFF_PASSWORD or standard input); unlocks
+    /// a locked account and ends its sessions.
+    Password {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        username: String,
+    },
 }
 
 #[derive(Args)]
@@ -129,7 +181,8 @@ struct ServeArgs {
     #[arg(long, env = "VAKA_TOPIC_ROOT", default_value = "vaka/v1")]
     topic_root: String,
 
-    /// Bearer token that protects the API (until staff logins exist).
+    /// Bearer token for services (simulator, scripts): acts as an
+    /// administrator of every care unit. Staff log in with passwords.
     #[arg(long, env = "VAKA_API_TOKEN", hide_env_values = true)]
     api_token: String,
 
@@ -160,6 +213,24 @@ struct ServeArgs {
     /// Do not apply database migrations at start.
     #[arg(long, env = "VAKA_NO_MIGRATE")]
     no_migrate: bool,
+
+    /// Failed logins in a row before a staff account is locked.
+    #[arg(long, env = "VAKA_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    login_max_failures: i32,
+
+    /// Minutes a locked account stays locked.
+    #[arg(long, env = "VAKA_LOGIN_LOCKOUT_MIN", default_value_t = 15)]
+    login_lockout_min: i64,
+
+    /// Hours a staff session lasts.
+    #[arg(long, env = "VAKA_SESSION_HOURS", default_value_t = 12)]
+    session_hours: i64,
+
+    /// Send the session cookie without the Secure flag. Only behind a proxy
+    /// that terminates TLS and forwards plain HTTP from another host;
+    /// browsers send Secure cookies to http://localhost anyway.
+    #[arg(long, env = "VAKA_INSECURE_COOKIES")]
+    insecure_cookies: bool,
 }
 
 #[derive(Args)]
@@ -208,6 +279,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => run_demo(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Replay(args) => replay(args).await,
+            Command::Unit(cmd) => unit_command(cmd).await,
+            Command::Staff(cmd) => staff_command(cmd).await,
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -276,6 +349,14 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Connects and brings the schema up to date (for the admin commands,
+/// which may be the first thing run on a new database).
+async fn connect_migrated(url: &str) -> Result<Store, Failure> {
+    let store = connect(url).await?;
+    store.migrate().await.context("migration failed")?;
+    Ok(store)
+}
+
 async fn connect(url: &str) -> Result<Store, Failure> {
     match Store::connect(url).await {
         Ok(s) => Ok(s),
@@ -284,6 +365,106 @@ async fn connect(url: &str) -> Result<Store, Failure> {
             anyhow::Error::new(e).context("cannot connect to the database"),
         )),
     }
+}
+
+async fn unit_command(cmd: UnitCommand) -> Result<(), Failure> {
+    let UnitCommand::Add {
+        database,
+        id,
+        name,
+        kind,
+    } = cmd;
+    if UnitKind::parse(&kind).is_none() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--kind must be region or municipality"
+        )));
+    }
+    let store = connect_migrated(&database.database_url).await?;
+    let unit = CareUnit {
+        unit_id: id,
+        name,
+        kind,
+    };
+    store
+        .create_care_unit(&unit, UnixMillis::now())
+        .await
+        .context("could not add the care unit")?;
+    println!("vaka: added care unit {} ({})", unit.unit_id, unit.kind);
+    store.close().await;
+    Ok(())
+}
+
+/// A new password from VAKA_STAFF_PASSWORD or the first line of stdin,
+/// hashed.
+fn new_password_hash() -> Result<String, Failure> {
+    let password = match std::env::var("VAKA_STAFF_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("could not read the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    vaka_hub::passwords::hash(&password).map_err(|e| Failure::Usage(e.into()))
+}
+
+async fn staff_command(cmd: StaffCommand) -> Result<(), Failure> {
+    match cmd {
+        StaffCommand::Add {
+            database,
+            username,
+            name,
+            role,
+            units,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                Failure::Usage(anyhow::anyhow!("--role must be nurse, physician or admin"))
+            })?;
+            let hash = new_password_hash()?;
+            let store = connect_migrated(&database.database_url).await?;
+            let username = username.to_lowercase();
+            store
+                .create_staff(
+                    &NewStaff {
+                        staff_id: &username,
+                        username: &username,
+                        display_name: &name,
+                        role,
+                        password_hash: Some(hash),
+                        units: &units,
+                    },
+                    UnixMillis::now(),
+                )
+                .await
+                .context("could not add the member of staff")?;
+            println!("vaka: added {username} ({role}, {})", units.join(", "));
+            store.close().await;
+        }
+        StaffCommand::Password { database, username } => {
+            let hash = new_password_hash()?;
+            let store = connect_migrated(&database.database_url).await?;
+            let who = store
+                .credentials(&username)
+                .await
+                .context("could not look up the account")?
+                .ok_or_else(|| Failure::Usage(anyhow::anyhow!("no account {username:?}")))?;
+            store
+                .update_staff(
+                    &who.staff_id,
+                    &StaffChange {
+                        password_hash: Some(hash),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .context("could not set the password")?;
+            println!("vaka: new password set for {username}; the account is unlocked");
+            store.close().await;
+        }
+    }
+    Ok(())
 }
 
 async fn migrate(args: DatabaseArgs) -> Result<(), Failure> {
@@ -436,6 +617,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             escalate_medium_after_ms: args.escalate_medium_after_min * UnixMillis::MINUTE,
             max_snooze_ms: args.max_snooze_hours * UnixMillis::HOUR,
             ..Default::default()
+        },
+        login: vaka_hub::http::login::LoginPolicy {
+            max_failures: args.login_max_failures.max(1),
+            lockout_ms: args.login_lockout_min.max(1) * UnixMillis::MINUTE,
+            session_ms: args.session_hours.clamp(1, 24 * 7) * UnixMillis::HOUR,
+            secure_cookies: !args.insecure_cookies,
         },
     };
     vaka_hub::run(config, store, listener, shutdown_on_signal())

@@ -385,32 +385,41 @@ impl PatientState {
 
     /// The local day number of a time, in the patient's zone.
     pub fn local_day(&self, t: UnixMillis) -> i32 {
-        use chrono::{Datelike, TimeZone};
-        match self.tz.timestamp_millis_opt(t.0).single() {
-            Some(dt) => dt.date_naive().num_days_from_ce() - 719_163,
-            None => t.0.div_euclid(UnixMillis::DAY) as i32,
-        }
+        local_day(self.tz, t)
     }
 
     /// The instant of local day `day` at `minutes` after midnight.
     pub fn local_time(&self, day: i32, minutes: u32) -> UnixMillis {
-        use chrono::TimeZone;
-        let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + 719_163)
-            .unwrap_or_default()
-            .and_hms_opt(minutes / 60, minutes % 60, 0)
-            .unwrap_or_default();
-        match self.tz.from_local_datetime(&date) {
-            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
-                UnixMillis(t.timestamp_millis())
-            }
-            // In a spring-forward gap: an hour later exists.
-            chrono::LocalResult::None => UnixMillis(
-                self.tz
-                    .from_local_datetime(&(date + chrono::Duration::hours(1)))
-                    .earliest()
-                    .map_or(0, |t| t.timestamp_millis()),
-            ),
+        local_time(self.tz, day, minutes)
+    }
+}
+
+/// The local day number (days since 1970-01-01) of a time in zone `tz`.
+pub fn local_day(tz: chrono_tz::Tz, t: UnixMillis) -> i32 {
+    use chrono::{Datelike, TimeZone};
+    match tz.timestamp_millis_opt(t.0).single() {
+        Some(dt) => dt.date_naive().num_days_from_ce() - 719_163,
+        None => t.0.div_euclid(UnixMillis::DAY) as i32,
+    }
+}
+
+/// The instant of local day `day` at `minutes` after midnight in zone `tz`.
+pub fn local_time(tz: chrono_tz::Tz, day: i32, minutes: u32) -> UnixMillis {
+    use chrono::TimeZone;
+    let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + 719_163)
+        .unwrap_or_default()
+        .and_hms_opt(minutes / 60, minutes % 60, 0)
+        .unwrap_or_default();
+    match tz.from_local_datetime(&date) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            UnixMillis(t.timestamp_millis())
         }
+        // In a spring-forward gap: an hour later exists.
+        chrono::LocalResult::None => UnixMillis(
+            tz.from_local_datetime(&(date + chrono::Duration::hours(1)))
+                .earliest()
+                .map_or(0, |t| t.timestamp_millis()),
+        ),
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vaka_gateway::model::{Content, Event, Metric, Observation};
@@ -24,6 +24,7 @@ use vaka_gateway::{DeviceId, GatewayHandle, UnixMillis};
 use super::Engine;
 use super::clock::Clock;
 use super::rules::{Decision, Evidence, Finding, RuleId, local_day_hhmm};
+use crate::live::Live;
 use crate::alerts::{ActionError, Alert, AlertBook, Change, Policy};
 use crate::metrics::Metrics;
 use crate::plans::Plan;
@@ -67,6 +68,16 @@ pub enum AlertAction {
     },
 }
 
+impl AlertAction {
+    pub fn alert_id(&self) -> i64 {
+        match self {
+            AlertAction::Acknowledge { alert_id, .. }
+            | AlertAction::Resolve { alert_id, .. }
+            | AlertAction::Snooze { alert_id, .. } => *alert_id,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ActionFailure {
     #[error(transparent)]
@@ -98,22 +109,13 @@ pub enum EngineMsg {
     },
 }
 
-/// A JSON frame for websocket clients.
-pub type Broadcast = broadcast::Sender<Arc<str>>;
-
-pub fn alert_frame(alert: &Alert) -> Arc<str> {
-    serde_json::json!({"type": "alert", "alert": alert})
-        .to_string()
-        .into()
-}
-
 pub struct EngineTask {
     engine: Engine,
     book: AlertBook,
     store: Store,
     clock: Arc<dyn Clock>,
     rx: mpsc::Receiver<EngineMsg>,
-    broadcast: Broadcast,
+    live: Live,
     gateway: Option<GatewayHandle>,
     metrics: Metrics,
 }
@@ -126,7 +128,7 @@ fn parse_tz(tz: &str) -> chrono_tz::Tz {
 pub struct EngineDeps {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
-    pub broadcast: Broadcast,
+    pub live: Live,
     pub gateway: Option<GatewayHandle>,
     pub metrics: Metrics,
     pub policy: Policy,
@@ -146,7 +148,7 @@ impl EngineTask {
             store: deps.store,
             clock: deps.clock,
             rx,
-            broadcast: deps.broadcast,
+            live: deps.live,
             gateway: deps.gateway,
             metrics: deps.metrics,
         };
@@ -278,6 +280,7 @@ impl EngineTask {
                     if !self.engine.has_patient(&m.patient_id) {
                         self.learn_patient(&m.patient_id, now).await;
                     }
+                    self.live.readings(&m.patient_id, &m.device_id, &m.content);
                     let mut out = Vec::new();
                     self.engine.ingest(
                         &m.patient_id,
@@ -433,13 +436,7 @@ impl EngineTask {
             warn!(error = %e, "could not store a CTG session summary");
             return;
         }
-        let frame = serde_json::json!({
-            "type": "ctg_session",
-            "patient_id": patient_id,
-            "device_id": device_id,
-            "summary": json,
-        });
-        let _ = self.broadcast.send(frame.to_string().into());
+        self.live.ctg_session(patient_id, device_id, &json);
     }
 
     fn send_command(&self, device_id: &str, json: &str) {
@@ -463,8 +460,7 @@ impl EngineTask {
                         alert.alert_id = Some(id);
                     }
                     self.metrics.engine.alert_changes.inc();
-                    // No receivers is fine: nobody is watching.
-                    let _ = self.broadcast.send(alert_frame(&alert));
+                    self.live.alert(&alert);
                     return;
                 }
                 Err(StoreError::Conflict(what)) => {

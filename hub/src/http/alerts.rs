@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::AppState;
 use super::auth::Caller;
+use crate::access::Role;
 use super::error::{ApiError, AppJson, AppQuery};
 use crate::alerts::Alert;
 use crate::engine::task::{AlertAction, EngineMsg};
@@ -46,7 +47,10 @@ async fn list(
             )));
         }
     };
-    let alerts = state
+    if let Some(patient) = p.patient.as_deref() {
+        state.patient_access(&caller, patient).await?;
+    }
+    let mut alerts = state
         .store
         .alerts(&AlertQuery {
             active_only,
@@ -54,6 +58,14 @@ async fn list(
             limit: p.limit.unwrap_or(500).clamp(1, 10_000),
         })
         .await?;
+    if let Some(visible) = state.patient_accesses(&caller).await? {
+        let admin = caller.role() == Role::Admin;
+        alerts.retain(|a| match a.patient_id.as_deref() {
+            Some(p) => visible.get(p).is_some_and(|x| x.sees_rule(a.rule)),
+            // Alarms from unbound devices are the administrators'.
+            None => admin,
+        });
+    }
     state
         .audit(
             &caller,
@@ -76,11 +88,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<AppJson<AlertWithHistory>, ApiError> {
-    let alert = state
-        .store
-        .alert(id)
-        .await?
-        .ok_or(ApiError::NotFound("alert"))?;
+    let alert = visible_alert(&state, &caller, id).await?;
     let history = state.store.alert_history(id).await?;
     state
         .audit(
@@ -93,6 +101,37 @@ async fn show(
     Ok(AppJson(AlertWithHistory { alert, history }))
 }
 
+/// An alert the caller may see, or 404 (audited when it exists).
+async fn visible_alert(state: &AppState, caller: &Caller, id: i64) -> Result<Alert, ApiError> {
+    let alert = state
+        .store
+        .alert(id)
+        .await?
+        .ok_or(ApiError::NotFound("alert"))?;
+    let visible = match alert.patient_id.as_deref() {
+        _ if caller.staff_id().is_none() => true,
+        Some(patient) => state
+            .store
+            .patient_accesses(caller.staff_id().unwrap_or_default(), Some(patient))
+            .await?
+            .get(patient)
+            .is_some_and(|a| a.sees_rule(alert.rule)),
+        None => caller.role() == Role::Admin,
+    };
+    if !visible {
+        state
+            .audit(
+                caller,
+                "access.denied",
+                alert.patient_id.as_deref(),
+                Some(format!("alert {id}")),
+            )
+            .await?;
+        return Err(ApiError::NotFound("alert"));
+    }
+    Ok(alert)
+}
+
 /// Has the engine task carry out `action`, then audits it as `audited`.
 async fn act(
     state: &AppState,
@@ -100,6 +139,7 @@ async fn act(
     action: AlertAction,
     audited: &str,
 ) -> Result<Alert, ApiError> {
+    visible_alert(state, caller, action.alert_id()).await?;
     let (reply, rx) = oneshot::channel();
     state
         .engine
@@ -117,11 +157,17 @@ async fn act(
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Acknowledge {
-    /// Who acknowledges (until staff logins exist); default "api-token".
+    /// Who acknowledges, for service callers acting for someone; staff act
+    /// as themselves.
     by: Option<String>,
 }
 
+/// The name an action is filed under: a member of staff's own name (she
+/// cannot act as someone else), or for a service caller, whom it names.
 fn actor(caller: &Caller, by: Option<String>) -> String {
+    if caller.staff.is_some() {
+        return caller.display_name();
+    }
     by.filter(|b| !b.trim().is_empty() && b.len() <= 100)
         .unwrap_or_else(|| caller.actor.clone())
 }

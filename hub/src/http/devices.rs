@@ -8,6 +8,7 @@ use serde::Deserialize;
 use vaka_gateway::model::DeviceKind;
 
 use super::auth::Caller;
+use crate::access::Role;
 use super::error::{ApiError, AppJson, AppQuery};
 use super::{AppState, check_id, parse_time};
 use crate::store::{Binding, Device, QuarantineEntry};
@@ -32,6 +33,7 @@ async fn register(
     caller: Caller,
     AppJson(body): AppJson<RegisterDevice>,
 ) -> Result<(StatusCode, AppJson<Device>), ApiError> {
+    caller.require(&[Role::Admin])?;
     check_id("id", &body.id)?;
     let kind = DeviceKind::parse(&body.kind).ok_or_else(|| {
         let kinds: Vec<_> = DeviceKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -51,6 +53,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<AppJson<Vec<Device>>, ApiError> {
+    caller.require(&[Role::Admin])?;
     let devices = state.store.devices().await?;
     state
         .audit(
@@ -68,6 +71,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<Device>, ApiError> {
+    caller.require(&[Role::Admin])?;
     let device = state
         .store
         .device(&id)
@@ -99,6 +103,7 @@ async fn bind(
     Path(id): Path<String>,
     AppJson(body): AppJson<Bind>,
 ) -> Result<AppJson<Binding>, ApiError> {
+    caller.require(&[Role::Admin])?;
     let from = body
         .from
         .as_deref()
@@ -119,6 +124,7 @@ async fn unbind(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    caller.require(&[Role::Admin])?;
     if !state.store.unbind_device(&id, state.clock.now()).await? {
         return Err(ApiError::NotFound("open binding of this device"));
     }
@@ -139,6 +145,7 @@ async fn quarantine(
     caller: Caller,
     AppQuery(q): AppQuery<Limit>,
 ) -> Result<AppJson<Vec<QuarantineEntry>>, ApiError> {
+    caller.require(&[Role::Admin])?;
     let rows = state
         .store
         .quarantine(q.limit.unwrap_or(100).clamp(1, 10_000))

@@ -16,8 +16,16 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("a valid bearer token is required")]
+    #[error("log in first (or present a valid bearer token)")]
     Unauthorized,
+    #[error("wrong user name or password")]
+    BadCredentials,
+    #[error("{0}")]
+    Locked(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the X-CSRF-Token header is missing or does not match the session")]
+    Csrf,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -33,6 +41,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            ApiError::Locked(_) => (StatusCode::LOCKED, "locked"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Csrf => (StatusCode::FORBIDDEN, "csrf"),
             ApiError::NotFound(_) | ApiError::Store(StoreError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
@@ -64,7 +76,7 @@ impl IntoResponse for ApiError {
         };
         let mut response =
             (status, axum::Json(json!({"error": code, "detail": detail}))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if matches!(self, ApiError::Unauthorized) {
             response.headers_mut().insert(
                 "www-authenticate",
                 axum::http::HeaderValue::from_static("Bearer"),

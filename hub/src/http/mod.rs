@@ -5,18 +5,28 @@
 //! data, a [`auth::Caller`], so authentication cannot be forgotten and every
 //! view of a patient's data lands in the audit log.
 
+mod admin;
+pub use admin::MAX_ASSIGNED;
 mod alerts;
+mod audit;
 pub mod auth;
+mod board;
 mod devices;
 pub mod error;
+mod handover;
 mod health;
+pub mod login;
+mod openapi;
 mod patients;
 mod plans;
-mod ws;
+pub mod ws;
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +40,10 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::PatientAccess;
 use crate::engine::clock::Clock;
-use crate::engine::task::{Broadcast, EngineMsg};
+use crate::engine::task::EngineMsg;
+use crate::live::Live;
 use crate::store::{AuditEntry, DbTime, Store};
 use auth::Caller;
 
@@ -41,11 +53,12 @@ pub struct AppState {
     pub store: Store,
     pub api_token: Arc<str>,
     pub engine: mpsc::Sender<EngineMsg>,
-    pub broadcast: Broadcast,
+    pub live: Live,
     /// Whether the gateway is connected to the broker.
     pub broker: watch::Receiver<bool>,
     pub registry: Arc<Registry>,
     pub clock: Arc<dyn Clock>,
+    pub login: login::LoginPolicy,
 }
 
 impl AppState {
@@ -70,12 +83,83 @@ impl AppState {
             .await?;
         Ok(())
     }
+
+    /// One audit entry per patient, for views that show many at once.
+    pub async fn audit_patients(
+        &self,
+        caller: &Caller,
+        action: &str,
+        patient_ids: &[&str],
+    ) -> Result<(), error::ApiError> {
+        let at = DbTime(self.clock.now());
+        let entries: Vec<AuditEntry> = patient_ids
+            .iter()
+            .map(|id| AuditEntry {
+                at,
+                actor: caller.actor.clone(),
+                action: action.to_owned(),
+                patient_id: Some((*id).to_owned()),
+                detail: None,
+                source: caller.source.clone(),
+            })
+            .collect();
+        self.store.audit_many(&entries).await?;
+        Ok(())
+    }
+
+    /// The caller's access to one patient. A patient outside the caller's
+    /// units does not exist for her: 404, the same answer as for an unknown
+    /// id, and the attempt is in the audit log.
+    pub async fn patient_access(
+        &self,
+        caller: &Caller,
+        patient_id: &str,
+    ) -> Result<PatientAccess, error::ApiError> {
+        let access = match caller.staff_id() {
+            None => self
+                .store
+                .patient(patient_id)
+                .await?
+                .map(|_| PatientAccess::everything()),
+            Some(staff_id) => self
+                .store
+                .patient_accesses(staff_id, Some(patient_id))
+                .await?
+                .remove(patient_id),
+        };
+        match access {
+            Some(a) if a.sees_patient() => Ok(a),
+            _ => {
+                self.audit(caller, "access.denied", Some(patient_id), None)
+                    .await?;
+                Err(error::ApiError::NotFound("patient"))
+            }
+        }
+    }
+
+    /// The caller's access to every patient she may see; `None` for the
+    /// service token, which sees everyone.
+    pub async fn patient_accesses(
+        &self,
+        caller: &Caller,
+    ) -> Result<Option<HashMap<String, PatientAccess>>, error::ApiError> {
+        match caller.staff_id() {
+            None => Ok(None),
+            Some(staff_id) => Ok(Some(self.store.patient_accesses(staff_id, None).await?)),
+        }
+    }
 }
 
 /// The whole application as a router (tests call it with `oneshot`).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(login::router())
+        .merge(openapi::router())
+        .merge(board::router())
+        .merge(admin::router())
+        .merge(audit::router())
+        .merge(handover::router())
         .merge(patients::router())
         .merge(devices::router())
         .merge(alerts::router())

@@ -10,7 +10,10 @@ use super::auth::Caller;
 use super::error::{ApiError, AppJson, AppQuery};
 use super::{AppState, check_id, parse_time};
 use crate::engine::task::EngineMsg;
-use crate::store::{DbTime, NewPatient, ObservationQuery, Patient, StoredObservation};
+use crate::access::Role;
+use crate::store::{
+    Call, DbTime, NewCall, NewPatient, ObservationQuery, Patient, PatientDevice, StoredObservation,
+};
 use vaka_gateway::model::Metric;
 
 pub fn router() -> Router<AppState> {
@@ -18,6 +21,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/patients", get(list).post(create))
         .route("/api/v1/patients/{id}", get(show))
         .route("/api/v1/patients/{id}/observations", get(observations))
+        .route("/api/v1/patients/{id}/devices", get(devices))
+        .route("/api/v1/patients/{id}/calls", get(calls).post(add_call))
 }
 
 /// The monitoring programs (templates of a monitoring plan).
@@ -36,6 +41,9 @@ struct CreatePatient {
     name: String,
     timezone: Option<String>,
     program: Option<String>,
+    /// Care units to enrol the patient in at once.
+    #[serde(default)]
+    units: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +72,7 @@ async fn create(
     caller: Caller,
     AppJson(body): AppJson<CreatePatient>,
 ) -> Result<(StatusCode, AppJson<PatientView>), ApiError> {
+    caller.require(&[Role::Admin])?;
     let id = body
         .id
         .unwrap_or_else(|| format!("p-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
@@ -86,6 +95,16 @@ async fn create(
             PROGRAMS.join(", ")
         )));
     }
+    if !body.units.is_empty() {
+        let known = state.store.care_units().await?;
+        if let Some(u) = body
+            .units
+            .iter()
+            .find(|u| !known.iter().any(|k| &k.unit_id == *u))
+        {
+            return Err(ApiError::BadRequest(format!("no care unit {u:?}")));
+        }
+    }
     let patient = state
         .store
         .create_patient(
@@ -101,6 +120,20 @@ async fn create(
     state
         .audit(&caller, "patient.create", Some(&patient.patient_id), None)
         .await?;
+    for unit in &body.units {
+        state
+            .store
+            .enrol(&patient.patient_id, unit, state.clock.now())
+            .await?;
+        state
+            .audit(
+                &caller,
+                "enrolment.add",
+                Some(&patient.patient_id),
+                Some(unit.clone()),
+            )
+            .await?;
+    }
     let _ = state
         .engine
         .send(EngineMsg::Patient {
@@ -115,15 +148,12 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<AppJson<Vec<PatientView>>, ApiError> {
-    let patients = state.store.patients().await?;
-    state
-        .audit(
-            &caller,
-            "patient.list",
-            None,
-            Some(format!("{} patients", patients.len())),
-        )
-        .await?;
+    let mut patients = state.store.patients().await?;
+    if let Some(visible) = state.patient_accesses(&caller).await? {
+        patients.retain(|p| visible.get(&p.patient_id).is_some_and(|a| a.sees_patient()));
+    }
+    let ids: Vec<&str> = patients.iter().map(|p| p.patient_id.as_str()).collect();
+    state.audit_patients(&caller, "patient.list", &ids).await?;
     Ok(AppJson(patients.into_iter().map(Into::into).collect()))
 }
 
@@ -132,6 +162,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<PatientView>, ApiError> {
+    state.patient_access(&caller, &id).await?;
     let patient = state
         .store
         .patient(&id)
@@ -179,9 +210,7 @@ async fn observations(
     if !(1..=100_000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1–100000".into()));
     }
-    if state.store.patient(&id).await?.is_none() {
-        return Err(ApiError::NotFound("patient"));
-    }
+    state.patient_access(&caller, &id).await?;
     let rows = state
         .store
         .observations(&ObservationQuery {
@@ -201,4 +230,90 @@ async fn observations(
         )
         .await?;
     Ok(AppJson(rows))
+}
+
+async fn devices(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<AppJson<Vec<PatientDevice>>, ApiError> {
+    state.patient_access(&caller, &id).await?;
+    let devices = state.store.patient_devices(&id).await?;
+    state.audit(&caller, "devices.view", Some(&id), None).await?;
+    Ok(AppJson(devices))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallsParams {
+    limit: Option<i64>,
+}
+
+async fn calls(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    AppQuery(p): AppQuery<CallsParams>,
+) -> Result<AppJson<Vec<Call>>, ApiError> {
+    state.patient_access(&caller, &id).await?;
+    let calls = state
+        .store
+        .calls(&id, None, p.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    state.audit(&caller, "calls.view", Some(&id), None).await?;
+    Ok(AppJson(calls))
+}
+
+/// What a call to a patient came to.
+const CALL_OUTCOMES: [&str; 3] = ["reached", "no_answer", "left_message"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCallBody {
+    outcome: String,
+    note: String,
+    alert_id: Option<i64>,
+}
+
+async fn add_call(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<NewCallBody>,
+) -> Result<(StatusCode, AppJson<Call>), ApiError> {
+    state.patient_access(&caller, &id).await?;
+    if !CALL_OUTCOMES.contains(&body.outcome.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "outcome must be one of {}",
+            CALL_OUTCOMES.join(", ")
+        )));
+    }
+    let note = body.note.trim();
+    if note.chars().count() > 2000 {
+        return Err(ApiError::BadRequest("note must be at most 2000 characters".into()));
+    }
+    if let Some(alert_id) = body.alert_id {
+        let alert = state.store.alert(alert_id).await?;
+        if alert.and_then(|a| a.patient_id).as_deref() != Some(id.as_str()) {
+            return Err(ApiError::BadRequest(
+                "alert_id must be an alert of this patient".into(),
+            ));
+        }
+    }
+    let staff = caller.staff_id().unwrap_or("service");
+    let call = state
+        .store
+        .add_call(&NewCall {
+            patient_id: &id,
+            alert_id: body.alert_id,
+            staff_id: staff,
+            at: state.clock.now(),
+            outcome: &body.outcome,
+            note,
+        })
+        .await?;
+    state
+        .audit(&caller, "call.add", Some(&id), Some(body.outcome))
+        .await?;
+    Ok((StatusCode::CREATED, AppJson(call)))
 }

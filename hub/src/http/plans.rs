@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
+use crate::access::Role;
 use super::error::{ApiError, AppJson};
 use crate::engine::task::EngineMsg;
 use crate::plans::Plan;
@@ -40,6 +41,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<Plan>, ApiError> {
+    state.patient_access(&caller, &id).await?;
     let plan = current(&state, &id).await?;
     state.audit(&caller, "plan.view", Some(&id), None).await?;
     Ok(AppJson(plan))
@@ -53,7 +55,7 @@ struct Change {
     changes: serde_json::Value,
     /// Why (kept with the version), e.g. "KOL: lägre SpO2-gräns enligt läkare".
     reason: String,
-    /// Who decided (until staff logins exist).
+    /// Who decided, for service callers; staff decide as themselves.
     by: Option<String>,
 }
 
@@ -63,6 +65,8 @@ async fn change(
     Path(id): Path<String>,
     AppJson(body): AppJson<Change>,
 ) -> Result<AppJson<Plan>, ApiError> {
+    caller.require(&[Role::Physician, Role::Admin])?;
+    state.patient_access(&caller, &id).await?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::BadRequest(
             "a reason for the change is required".into(),
@@ -77,10 +81,14 @@ async fn change(
     let patched = previous
         .patched(&body.changes)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let by = body
-        .by
-        .filter(|b| !b.trim().is_empty() && b.len() <= 100)
-        .unwrap_or_else(|| caller.actor.clone());
+    // Staff change plans as themselves; a service caller names whom for.
+    let by = match &caller.staff {
+        Some(_) => caller.display_name(),
+        None => body
+            .by
+            .filter(|b| !b.trim().is_empty() && b.len() <= 100)
+            .unwrap_or_else(|| caller.actor.clone()),
+    };
     // The stored previous version (none if the patient only had a template).
     let stored_previous = state.store.current_plan(&id).await?;
     let plan = state
@@ -118,9 +126,7 @@ async fn history(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<Vec<PlanVersion>>, ApiError> {
-    if state.store.patient(&id).await?.is_none() {
-        return Err(ApiError::NotFound("patient"));
-    }
+    state.patient_access(&caller, &id).await?;
     let versions = state.store.plan_history(&id).await?;
     state
         .audit(&caller, "plan.history", Some(&id), None)
@@ -133,9 +139,7 @@ async fn ctg_sessions(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<Vec<CtgSessionRow>>, ApiError> {
-    if state.store.patient(&id).await?.is_none() {
-        return Err(ApiError::NotFound("patient"));
-    }
+    state.patient_access(&caller, &id).await?;
     let sessions = state.store.ctg_sessions(&id, 100).await?;
     state.audit(&caller, "ctg.view", Some(&id), None).await?;
     Ok(AppJson(sessions))

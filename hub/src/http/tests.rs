@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{Content, Event, EventKind};
@@ -17,25 +17,25 @@ use crate::engine::task::{EngineDeps, EngineMsg, EngineTask, Ingested};
 use crate::metrics::Metrics;
 use crate::store::testing::TestStore;
 
-const TOKEN: &str = "a-test-token-of-some-length";
+pub(super) const TOKEN: &str = "a-test-token-of-some-length";
 
-struct App {
+pub(super) struct App {
     _db: TestStore,
-    state: AppState,
+    pub(super) state: AppState,
     _broker: watch::Sender<bool>,
 }
 
-async fn app() -> App {
+pub(super) async fn app() -> App {
     let db = TestStore::sqlite().await;
     let (engine_tx, engine_rx) = mpsc::channel(16);
-    let (broadcast, _) = broadcast::channel(16);
+    let live = crate::live::Live::default();
     let metrics = Metrics::default();
     let (broker_tx, broker) = watch::channel(false);
     let task = EngineTask::start(
         EngineDeps {
             store: db.store.clone(),
             clock: Arc::new(SystemClock),
-            broadcast: broadcast.clone(),
+            live: live.clone(),
             gateway: None,
             metrics: metrics.clone(),
             policy: Default::default(),
@@ -49,10 +49,11 @@ async fn app() -> App {
         store: db.store.clone(),
         api_token: TOKEN.into(),
         engine: engine_tx,
-        broadcast,
+        live,
         broker,
         registry: Arc::new(metrics.registry()),
         clock: Arc::new(SystemClock),
+        login: Default::default(),
     };
     App {
         _db: db,
@@ -92,7 +93,7 @@ impl App {
         (status, value)
     }
 
-    async fn authed(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(super) async fn authed(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let body = body.map(|b| b.to_string());
         self.call(method, path, body.as_deref(), Some(TOKEN)).await
     }
@@ -116,6 +117,20 @@ async fn every_api_route_needs_the_token() {
         ("POST", "/api/v1/alerts/1/resolve"),
         ("GET", "/api/v1/quarantine"),
         ("GET", "/api/v1/ws"),
+        ("GET", "/api/v1/board"),
+        ("GET", "/api/v1/handover"),
+        ("GET", "/api/v1/audit"),
+        ("GET", "/api/v1/staff"),
+        ("POST", "/api/v1/staff"),
+        ("GET", "/api/v1/care-units"),
+        ("GET", "/api/v1/patients/p1/calls"),
+        ("POST", "/api/v1/patients/p1/calls"),
+        ("GET", "/api/v1/patients/p1/devices"),
+        ("PUT", "/api/v1/patients/p1/enrolments/u1"),
+        ("PUT", "/api/v1/staff/s1/assignments/p1"),
+        ("POST", "/api/v1/quarantine/d1/discard"),
+        ("POST", "/api/v1/auth/logout"),
+        ("GET", "/api/v1/auth/me"),
     ] {
         let (status, body) = app.call(method, path, Some("{}"), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
@@ -307,13 +322,13 @@ async fn alerts_are_acted_on_through_the_engine() {
             text: None,
         }]),
     };
-    let mut rx = app.state.broadcast.subscribe();
+    let mut rx = app.state.live.changes.subscribe();
     app.state
         .engine
         .send(EngineMsg::Ingested(vec![fall]))
         .await
         .expect("engine");
-    let frame: Value = serde_json::from_str(&rx.recv().await.expect("broadcast")).expect("json");
+    let frame: Value = serde_json::from_str(&rx.recv().await.expect("broadcast").json).expect("json");
     let id = frame["alert"]["alert_id"].as_i64().expect("an id");
 
     let (s, a) = app
@@ -437,7 +452,7 @@ async fn plans_are_versioned_and_take_effect_at_once() {
     assert_eq!(previous["thresholds"]["spo2_low_pct"], 92.0);
 
     // The running engine uses the new threshold: 90 % is no alarm now, 87 % is.
-    let mut rx = app.state.broadcast.subscribe();
+    let mut rx = app.state.live.changes.subscribe();
     let now = UnixMillis::now();
     let ox = |t: UnixMillis, spo2: f64| Ingested {
         patient_id: "p1".into(),
@@ -461,7 +476,7 @@ async fn plans_are_versioned_and_take_effect_at_once() {
         .send(EngineMsg::Ingested(batch))
         .await
         .expect("engine");
-    let frame: Value = serde_json::from_str(&rx.recv().await.expect("an alert")).expect("json");
+    let frame: Value = serde_json::from_str(&rx.recv().await.expect("an alert").json).expect("json");
     assert_eq!(frame["alert"]["rule"], "spo2");
     assert_eq!(frame["alert"]["plan_version"], 2);
     assert!(
@@ -482,7 +497,7 @@ async fn snooze_is_for_medium_and_low_only() {
         Some(json!({"id": "p1", "name": "Testa Testsson"})),
     )
     .await;
-    let mut rx = app.state.broadcast.subscribe();
+    let mut rx = app.state.live.changes.subscribe();
     let now = UnixMillis::now();
     let dose = |kind, t| Ingested {
         patient_id: "p1".into(),
@@ -505,7 +520,7 @@ async fn snooze_is_for_medium_and_low_only() {
     let mut ids = std::collections::HashMap::new();
     for _ in 0..2 {
         let frame: Value =
-            serde_json::from_str(&rx.recv().await.expect("broadcast")).expect("json");
+            serde_json::from_str(&rx.recv().await.expect("broadcast").json).expect("json");
         ids.insert(
             frame["alert"]["rule"].as_str().unwrap_or("").to_owned(),
             frame["alert"]["alert_id"].as_i64().unwrap_or(0),

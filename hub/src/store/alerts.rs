@@ -267,4 +267,31 @@ impl Store {
         .fetch_all(pool)
         .await)?)
     }
+
+    /// What happened to a patient's alerts since `since`, with the rule of
+    /// each, oldest first (the handover).
+    pub async fn patient_alert_history(
+        &self,
+        patient_id: &str,
+        since: UnixMillis,
+    ) -> Result<Vec<(String, AlertHistoryRow)>> {
+        let rows: Vec<PatientHistoryRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT a.rule, h.alert_id, h.at, h.action, h.from_state, h.to_state, h.actor, h.note
+             FROM alert_history h JOIN alerts a ON a.alert_id = h.alert_id
+             WHERE a.patient_id = $1 AND h.at >= $2 AND h.action <> 'updated'
+             ORDER BY h.at, h.history_id",
+        )
+        .bind(patient_id)
+        .bind(DbTime(since))
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows.into_iter().map(|r| (r.rule, r.history)).collect())
+    }
+}
+
+#[derive(FromRow)]
+struct PatientHistoryRow {
+    rule: String,
+    #[sqlx(flatten)]
+    history: AlertHistoryRow,
 }

@@ -7,13 +7,16 @@
 //! hold their own code. Every query runs in the tests on both backends.
 
 mod alerts;
+mod board;
 mod pg;
 mod plans;
 mod sqlite;
+mod staff;
 mod time;
 
 pub use alerts::{AlertHistoryRow, AlertQuery, AlertRow};
 pub use plans::{CtgSessionRow, PlanVersion};
+pub use staff::{AuditFilter, Call, Credentials, NewCall, NewStaff, SessionRow, StaffChange, StaffMember};
 pub use time::DbTime;
 
 use std::str::FromStr;
@@ -516,6 +519,55 @@ impl Store {
         .fetch_all(pool)
         .await)?)
     }
+
+    /// Marks a device's pending quarantined messages as dealt with.
+    pub async fn resolve_quarantine(
+        &self,
+        device_id: &str,
+        resolution: &str,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<u64> {
+        Ok(on_pool!(self, pool => sqlx::query(
+            "UPDATE quarantine SET resolution = $2, resolved_by = $3, resolved_at = $4
+             WHERE device_id = $1 AND resolution IS NULL",
+        )
+        .bind(device_id)
+        .bind(resolution)
+        .bind(by)
+        .bind(DbTime(now))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?)
+    }
+
+    /// The devices bound to a patient now.
+    pub async fn patient_devices(&self, patient_id: &str) -> Result<Vec<PatientDevice>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+            "SELECT d.device_id, d.kind, b.valid_from AS bound_since, d.last_seen_at, d.battery_pct,
+                    d.connection, d.firmware
+             FROM device_bindings b JOIN devices d ON d.device_id = b.device_id
+             WHERE b.patient_id = $1 AND b.valid_to IS NULL ORDER BY d.kind, d.device_id",
+        )
+        .bind(patient_id)
+        .fetch_all(pool)
+        .await)?)
+    }
+}
+
+/// A device of a patient, as the patient view shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
+pub struct PatientDevice {
+    #[serde(rename = "id")]
+    pub device_id: String,
+    pub kind: String,
+    pub bound_since: DbTime,
+    #[serde(rename = "last_contact_at")]
+    pub last_seen_at: Option<DbTime>,
+    #[serde(rename = "battery")]
+    pub battery_pct: Option<f64>,
+    pub connection: Option<String>,
+    pub firmware: Option<String>,
 }
 
 const DEVICE_SELECT_ALL: &str =
@@ -969,6 +1021,30 @@ impl Store {
         .execute(pool)
         .await
         .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Writes several entries in one transaction (a board shows fifty
+    /// patients: each of them gets its line).
+    pub async fn audit_many(&self, entries: &[AuditEntry]) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for e in entries {
+                sqlx::query(
+                    "INSERT INTO audit_log (at, actor, action, patient_id, detail, source)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(e.at)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.patient_id)
+                .bind(&e.detail)
+                .bind(&e.source)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 

@@ -21,17 +21,19 @@ async fn the_demo_runs_shows_alerts_and_stops_cleanly() -> Result<()> {
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let mut lines = BufReader::new(tokio::process::ChildStdout::from_std(stdout)?).lines();
     let (base, token) = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut base = None;
         while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.trim().strip_prefix("Open:") {
-                let url = rest.trim();
-                let (base, token) = url
-                    .split_once("/#token=")
-                    .ok_or_else(|| anyhow!("odd URL {url}"))?;
-                return Ok::<_, anyhow::Error>((base.to_owned(), token.to_owned()));
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("Open:") {
+                base = Some(url.trim().trim_end_matches('/').to_owned());
+            } else if let Some(rest) = line.strip_prefix("API token:") {
+                let token = rest.split_whitespace().next().unwrap_or_default();
+                let base = base.ok_or_else(|| anyhow!("the token came before the URL"))?;
+                return Ok::<_, anyhow::Error>((base, token.to_owned()));
             }
         }
         Err(anyhow!(
-            "the demo exited before printing its URL; log: {}",
+            "the demo exited before printing its URL and token; log: {}",
             log.display()
         ))
     })
@@ -70,6 +72,32 @@ async fn the_demo_runs_shows_alerts_and_stops_cleanly() -> Result<()> {
         .text()
         .await?;
     assert!(page.contains("<html lang=\"sv\">"));
+
+    // The printed nurse login works, and her board holds the simulated
+    // patients.
+    let login = api
+        .client
+        .post(format!("{}/api/v1/auth/login", api.base))
+        .json(&serde_json::json!({"username": "sjukskoterska", "password": "vaka-demo-2026"}))
+        .send()
+        .await?;
+    assert_eq!(login.status(), 200, "demo login");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow!("no session cookie"))?
+        .to_owned();
+    let board: serde_json::Value = api
+        .client
+        .get(format!("{}/api/v1/board", api.base))
+        .header("cookie", cookie)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(board["rows"].as_array().map(Vec::len), Some(12), "{board}");
 
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
