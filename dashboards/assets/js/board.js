@@ -167,9 +167,11 @@ export function render(container, { live }) {
     for (const m of METRICS) {
       let value, series;
       if (m.key === "bp") {
-        if (!latest.bp_sys) continue;
-        value = `${num(latest.bp_sys.value, 0)}/${latest.bp_dia ? num(latest.bp_dia.value, 0) : "–"}`;
-        series = [sp.bp_sys ?? [], sp.bp_dia ?? []];
+        // The hub names them by metric (sys, dia); the contract said bp_sys.
+        const sys = latest.sys ?? latest.bp_sys, dia = latest.dia ?? latest.bp_dia;
+        if (!sys) continue;
+        value = `${num(sys.value, 0)}/${dia ? num(dia.value, 0) : "–"}`;
+        series = [sp.sys ?? sp.bp_sys ?? [], sp.dia ?? sp.bp_dia ?? []];
       } else {
         if (!latest[m.key]) continue;
         value = num(latest[m.key].value, m.digits);
