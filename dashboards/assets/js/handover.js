@@ -3,8 +3,17 @@
 
 import { h, mount } from "./dom.js";
 import { get } from "./api.js";
-import { t, dateTime, ruleName } from "./i18n.js";
+import { t, dateTime, ruleName, label } from "./i18n.js";
 import { severityBadge, stateText, compareAlerts, errorText } from "./alerts.js";
+
+/** "Larm Fall: kvitterat (ssk-anna) — ringt" from a handover event. */
+function eventText(e) {
+  if (e.text) return e.text;
+  const kind = label("handover.kind.", e.kind);
+  const action = e.kind === "call" ? label("call.", e.action) : label("handover.action.", e.action);
+  const what = e.rule ? `${kind} ${ruleName(e.rule)}` : kind;
+  return `${what}: ${action}${e.actor ? ` (${e.actor})` : ""}${e.note ? ` — ${e.note}` : ""}`;
+}
 
 export function render(container) {
   const body = h("div", {}, h("p", {}, t("loading")));
@@ -39,7 +48,7 @@ export function render(container) {
             : h("p", { class: "muted" }, t("handover.none_open")),
           h("h3", {}, t("handover.events")),
           events.length ? h("ul", { class: "events" }, events.map((e) => h("li", {},
-            h("time", { datetime: e.at }, dateTime(e.at)), " · ", e.text ?? e.kind)))
+            h("time", { datetime: e.at }, dateTime(e.at)), " · ", eventText(e))))
             : h("p", { class: "muted" }, t("handover.nothing")));
       }));
     } catch (e) {
