@@ -93,7 +93,7 @@ export function render(container, { me, live, params }) {
         const r = await get(`/alerts/${a.alert_id}`);
         history.dataset.loaded = "1";
         mount(history, h("ol", {}, (r.history ?? []).map((e) => h("li", {},
-          h("time", { datetime: e.at }, dateTime(e.at)), " · ", e.action, " · ", e.actor,
+          h("time", { datetime: e.at }, dateTime(e.at)), " · ", label("handover.action.", e.action), " · ", e.actor,
           e.to_state ? ` → ${t(`state.${e.to_state}`)}` : "", e.note ? ` — ${e.note}` : ""))));
       } catch (e) { mount(history, errorText(e)); }
     });
