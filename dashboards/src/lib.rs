@@ -136,7 +136,10 @@ fn respond(asset: &'static Asset, request: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            )],
             asset.body,
         )
             .into_response()
@@ -144,12 +147,18 @@ fn respond(asset: &'static Asset, request: &HeaderMap) -> Response {
     let h = response.headers_mut();
     h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
@@ -217,7 +226,10 @@ mod tests {
     fn etags_differ_between_files_and_are_quoted_hex() {
         let mut tags: Vec<&str> = ASSETS.iter().map(|a| a.etag).collect();
         for t in &tags {
-            assert!(t.len() == 18 && t.starts_with('"') && t.ends_with('"'), "{t}");
+            assert!(
+                t.len() == 18 && t.starts_with('"') && t.ends_with('"'),
+                "{t}"
+            );
         }
         tags.sort();
         tags.dedup();

@@ -52,9 +52,7 @@ impl Responsibility {
     pub fn of(rule: RuleId) -> Responsibility {
         use RuleId::*;
         match rule {
-            MissedDose | RefillDue | DispenserFault | Fall | HelpButton => {
-                Responsibility::HomeCare
-            }
+            MissedDose | RefillDue | DispenserFault | Fall | HelpButton => Responsibility::HomeCare,
             DeviceOffline | LowBattery | CtgSignalLoss => Responsibility::Shared,
             _ => Responsibility::Clinical,
         }

@@ -31,7 +31,13 @@ pub const DAYS: i32 = 14;
 const SILENT_MS: i64 = 48 * 3_600_000;
 
 /// The metrics a row shows, in this order.
-const SHOWN: [Metric; 5] = [Metric::Weight, Metric::Sys, Metric::Dia, Metric::Hr, Metric::Spo2];
+const SHOWN: [Metric; 5] = [
+    Metric::Weight,
+    Metric::Sys,
+    Metric::Dia,
+    Metric::Hr,
+    Metric::Spo2,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,9 +172,8 @@ fn level(
     // A snoozed alert waits for its time; an acknowledged one still needs
     // doing and keeps its level.
     let live = || alerts.iter().filter(|a| a.state != AlertState::Snoozed);
-    let missing_data = |a: &&Alert| {
-        a.category == Category::MissingData || a.rule == RuleId::DeviceOffline
-    };
+    let missing_data =
+        |a: &&Alert| a.category == Category::MissingData || a.rule == RuleId::DeviceOffline;
     if live().any(|a| a.severity == Severity::High) {
         Level::High
     } else if live().any(|a| a.severity == Severity::Medium && !missing_data(&a)) {
@@ -199,7 +204,9 @@ fn adherence(
     let mut out = Adherence::default();
     for day in first..=today {
         for s in &plan.schedule {
-            let Some((h, m)) = parse_hhmm(&s.by) else { continue };
+            let Some((h, m)) = parse_hhmm(&s.by) else {
+                continue;
+            };
             if local_time(tz, day, h * 60 + m) > now {
                 continue;
             }
@@ -210,7 +217,9 @@ fn adherence(
             out.measurements.taken += u32::from(came);
         }
         for d in &plan.doses {
-            let Some((h, m)) = parse_hhmm(&d.at) else { continue };
+            let Some((h, m)) = parse_hhmm(&d.at) else {
+                continue;
+            };
             if local_time(tz, day, h * 60 + m) <= now {
                 out.doses.expected += 1;
             }

@@ -242,9 +242,19 @@ async fn register(store: &Store, roster: &vaka_sim::Roster) -> Result<(), StoreE
 /// The demo's care units and staff (printed at start). The passwords are
 /// for this demo on this machine only.
 pub const DEMO_LOGINS: [(&str, &str, Role, &str); 4] = [
-    ("sjukskoterska", "Sara Sjuksköterska", Role::Nurse, "vc-norrby"),
+    (
+        "sjukskoterska",
+        "Sara Sjuksköterska",
+        Role::Nurse,
+        "vc-norrby",
+    ),
     ("lakare", "Lars Läkare", Role::Physician, "vc-norrby"),
-    ("hemtjanst", "Hanna Hemtjänst", Role::Nurse, "hemtjanst-norrby"),
+    (
+        "hemtjanst",
+        "Hanna Hemtjänst",
+        Role::Nurse,
+        "hemtjanst-norrby",
+    ),
     ("admin", "Alva Administratör", Role::Admin, "vc-norrby"),
 ];
 pub const DEMO_PASSWORD: &str = "vaka-demo-2026";
@@ -255,7 +265,11 @@ async fn seed_staff(store: &Store, roster: &vaka_sim::Roster) -> Result<(), Stor
     let now = UnixMillis::now();
     for (id, name, kind) in [
         ("vc-norrby", "Norrby vårdcentral", UnitKind::Region),
-        ("hemtjanst-norrby", "Hemtjänsten Norrby", UnitKind::Municipality),
+        (
+            "hemtjanst-norrby",
+            "Hemtjänsten Norrby",
+            UnitKind::Municipality,
+        ),
     ] {
         let unit = CareUnit {
             unit_id: id.into(),
@@ -267,8 +281,8 @@ async fn seed_staff(store: &Store, roster: &vaka_sim::Roster) -> Result<(), Stor
             Err(e) => return Err(e),
         }
     }
-    let hash = crate::passwords::hash(DEMO_PASSWORD)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let hash =
+        crate::passwords::hash(DEMO_PASSWORD).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     for (username, name, role, unit) in DEMO_LOGINS {
         let units = if role == Role::Admin {
             vec![unit.to_owned(), "hemtjanst-norrby".to_owned()]

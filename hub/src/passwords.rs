@@ -3,9 +3,9 @@
 //! Hashing is slow on purpose (tens of milliseconds), so callers run it on
 //! a blocking thread ([`tokio::task::spawn_blocking`]), not on the runtime.
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use std::sync::LazyLock;
 
 use sha2::{Digest, Sha256};

@@ -100,8 +100,14 @@ fn worst_first_then_longest_waiting() {
         row_with("stable", vec![]),
         row_with("medium", vec![alert(RuleId::WeightGain3d, Open, at(4.0))]),
         row_with("high_recent", vec![alert(RuleId::Spo2, Open, at(1.0))]),
-        row_with("missing", vec![alert(RuleId::MissingMeasurement, Open, at(30.0))]),
-        row_with("high_acked", vec![alert(RuleId::BpCrisis, Acknowledged, at(5.0))]),
+        row_with(
+            "missing",
+            vec![alert(RuleId::MissingMeasurement, Open, at(30.0))],
+        ),
+        row_with(
+            "high_acked",
+            vec![alert(RuleId::BpCrisis, Acknowledged, at(5.0))],
+        ),
         row_with("high_old", vec![alert(RuleId::Fall, Open, at(3.0))]),
         row_with("low_only", vec![alert(RuleId::LowBattery, Open, at(9.0))]),
     ];
@@ -213,9 +219,21 @@ fn adherence_counts_due_measurements_and_doses_since_enrolment() {
     );
     // Measurements: 2 a day × 4 days, all due by 10:00 (today too) = 8;
     // taken: 3 weights + 2 pressures = 5.
-    assert_eq!(r.adherence.measurements, Count { taken: 5, expected: 8 });
+    assert_eq!(
+        r.adherence.measurements,
+        Count {
+            taken: 5,
+            expected: 8
+        }
+    );
     // Doses: 2 a day × 4 days, minus tonight's (20:00 is still to come) = 7.
-    assert_eq!(r.adherence.doses, Count { taken: 6, expected: 7 });
+    assert_eq!(
+        r.adherence.doses,
+        Count {
+            taken: 6,
+            expected: 7
+        }
+    );
 }
 
 #[test]

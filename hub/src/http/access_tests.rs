@@ -90,7 +90,11 @@ async fn login(app: &App, username: &str, password: &str) -> Result<Session, (St
 /// vårdcentral, one of them also in home care; a nurse in each unit.
 async fn two_units() -> App {
     let app = app().await;
-    for (id, kind) in [("vc-a", "region"), ("vc-b", "region"), ("hem-a", "municipality")] {
+    for (id, kind) in [
+        ("vc-a", "region"),
+        ("vc-b", "region"),
+        ("hem-a", "municipality"),
+    ] {
         let (s, b) = app
             .authed(
                 "POST",
@@ -110,7 +114,11 @@ async fn two_units() -> App {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
-    for (username, unit) in [("nurse-a", "vc-a"), ("nurse-b", "vc-b"), ("home-a", "hem-a")] {
+    for (username, unit) in [
+        ("nurse-a", "vc-a"),
+        ("nurse-b", "vc-b"),
+        ("home-a", "hem-a"),
+    ] {
         let (s, b) = app
             .authed(
                 "POST",
@@ -161,7 +169,15 @@ async fn a_nurse_of_another_unit_gets_404_and_the_attempt_is_audited() {
         assert_eq!(body["error"], "not_found");
     }
     // Not even an unknown id tells her more.
-    let (s, _, _) = request(&app, "GET", "/api/v1/patients/nobody", None, Some(&b), false).await;
+    let (s, _, _) = request(
+        &app,
+        "GET",
+        "/api/v1/patients/nobody",
+        None,
+        Some(&b),
+        false,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Nor can she write to the patient.
     let (s, _, _) = request(
@@ -227,7 +243,11 @@ async fn region_and_home_care_see_their_own_alerts_of_a_shared_patient() {
     };
     app.state
         .engine
-        .send(EngineMsg::Ingested(vec![spo2(t(10), 85.0), spo2(t(9), 84.0), fall]))
+        .send(EngineMsg::Ingested(vec![
+            spo2(t(10), 85.0),
+            spo2(t(9), 84.0),
+            fall,
+        ]))
         .await
         .expect("engine");
     let mut rules = Vec::new();
@@ -244,8 +264,15 @@ async fn region_and_home_care_see_their_own_alerts_of_a_shared_patient() {
     let rules_seen = |session| {
         let app = &app;
         async move {
-            let (s, _, body) =
-                request(app, "GET", "/api/v1/alerts?patient=pa", None, Some(session), false).await;
+            let (s, _, body) = request(
+                app,
+                "GET",
+                "/api/v1/alerts?patient=pa",
+                None,
+                Some(session),
+                false,
+            )
+            .await;
             assert_eq!(s, StatusCode::OK, "{body}");
             let mut r: Vec<String> = body
                 .as_array()
@@ -294,19 +321,34 @@ async fn region_and_home_care_see_their_own_alerts_of_a_shared_patient() {
 async fn logins_lock_after_five_failures_and_say_so() {
     let app = two_units().await;
     for i in 1..=4 {
-        let (s, body) = login(&app, "nurse-a", "fel lösenord").await.err().expect("refused");
+        let (s, body) = login(&app, "nurse-a", "fel lösenord")
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(s, StatusCode::UNAUTHORIZED, "attempt {i}");
         assert_eq!(body["error"], "bad_credentials");
     }
-    let (s, body) = login(&app, "nurse-a", "fel lösenord").await.err().expect("refused");
+    let (s, body) = login(&app, "nurse-a", "fel lösenord")
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(s, StatusCode::LOCKED, "{body}");
     assert_eq!(body["error"], "locked");
     // Locked: even the right password is refused now.
-    let (s, _) = login(&app, "nurse-a", PASSWORD).await.err().expect("locked");
+    let (s, _) = login(&app, "nurse-a", PASSWORD)
+        .await
+        .err()
+        .expect("locked");
     assert_eq!(s, StatusCode::LOCKED);
     // An unknown user gets the same answer as a wrong password.
-    let (s, body) = login(&app, "nobody", PASSWORD).await.err().expect("refused");
-    assert_eq!((s, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("bad_credentials")));
+    let (s, body) = login(&app, "nobody", PASSWORD)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad_credentials"))
+    );
     // The others are unaffected.
     assert!(login(&app, "nurse-b", PASSWORD).await.is_ok());
     // An administrator's new password unlocks.
@@ -318,10 +360,19 @@ async fn logins_lock_after_five_failures_and_say_so() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert!(login(&app, "nurse-a", "ett nytt långt lösenord").await.is_ok());
+    assert!(
+        login(&app, "nurse-a", "ett nytt långt lösenord")
+            .await
+            .is_ok()
+    );
     let failures = audit(&app, "actor=login:nurse-a&action=auth.login_failed").await;
     assert_eq!(failures.len(), 5);
-    assert_eq!(audit(&app, "actor=login:nurse-a&action=auth.login_locked").await.len(), 1);
+    assert_eq!(
+        audit(&app, "actor=login:nurse-a&action=auth.login_locked")
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -329,9 +380,28 @@ async fn changes_need_the_csrf_token_and_logout_ends_the_session() {
     let app = two_units().await;
     let a = login(&app, "nurse-a", PASSWORD).await.expect("login");
     let call = json!({"outcome": "reached", "note": "Mår bra, väger sig i morgon."});
-    let (s, _, body) = request(&app, "POST", "/api/v1/patients/pa/calls", Some(call.clone()), Some(&a), false).await;
-    assert_eq!((s, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("csrf")));
-    let (s, _, body) = request(&app, "POST", "/api/v1/patients/pa/calls", Some(call), Some(&a), true).await;
+    let (s, _, body) = request(
+        &app,
+        "POST",
+        "/api/v1/patients/pa/calls",
+        Some(call.clone()),
+        Some(&a),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("csrf"))
+    );
+    let (s, _, body) = request(
+        &app,
+        "POST",
+        "/api/v1/patients/pa/calls",
+        Some(call),
+        Some(&a),
+        true,
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["staff"], "nurse-a");
 

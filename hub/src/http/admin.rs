@@ -260,7 +260,12 @@ async fn assign(
         .is_some_and(|a| a.sees_patient());
     if !visible {
         state
-            .audit(&caller, "access.denied", Some(&patient), Some(format!("assign to {id}")))
+            .audit(
+                &caller,
+                "access.denied",
+                Some(&patient),
+                Some(format!("assign to {id}")),
+            )
             .await?;
         return Err(ApiError::NotFound("patient"));
     }
@@ -355,7 +360,9 @@ async fn discard(
         )
         .await?;
     if count == 0 {
-        return Err(ApiError::NotFound("pending quarantined messages of this device"));
+        return Err(ApiError::NotFound(
+            "pending quarantined messages of this device",
+        ));
     }
     state
         .audit(

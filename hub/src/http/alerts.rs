@@ -9,8 +9,8 @@ use tokio::sync::oneshot;
 
 use super::AppState;
 use super::auth::Caller;
-use crate::access::Role;
 use super::error::{ApiError, AppJson, AppQuery};
+use crate::access::Role;
 use crate::alerts::Alert;
 use crate::engine::task::{AlertAction, EngineMsg};
 use crate::store::{AlertHistoryRow, AlertQuery};

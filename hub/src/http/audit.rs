@@ -34,7 +34,11 @@ async fn search(
     AppQuery(p): AppQuery<SearchParams>,
 ) -> Result<AppJson<Vec<AuditEntry>>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let from = p.from.as_deref().map(|t| parse_time("from", t)).transpose()?;
+    let from = p
+        .from
+        .as_deref()
+        .map(|t| parse_time("from", t))
+        .transpose()?;
     let to = p.to.as_deref().map(|t| parse_time("to", t)).transpose()?;
     let entries = state
         .store

@@ -82,16 +82,16 @@ pub(super) async fn visible_alerts(
             continue;
         };
         if access.get(patient).is_some_and(|a| a.sees_rule(alert.rule)) {
-            by_patient.entry(patient.to_owned()).or_default().push(alert);
+            by_patient
+                .entry(patient.to_owned())
+                .or_default()
+                .push(alert);
         }
     }
     Ok(by_patient)
 }
 
-async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<AppJson<Board>, ApiError> {
+async fn show(State(state): State<AppState>, caller: Caller) -> Result<AppJson<Board>, ApiError> {
     let now = state.clock.now();
     let patients = board_patients(&state, &caller).await?;
     let mut alerts = visible_alerts(&state, &patients).await?;

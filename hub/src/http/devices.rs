@@ -8,9 +8,9 @@ use serde::Deserialize;
 use vaka_gateway::model::DeviceKind;
 
 use super::auth::Caller;
-use crate::access::Role;
 use super::error::{ApiError, AppJson, AppQuery};
 use super::{AppState, check_id, parse_time};
+use crate::access::Role;
 use crate::store::{Binding, Device, QuarantineEntry};
 
 pub fn router() -> Router<AppState> {

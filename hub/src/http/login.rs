@@ -86,17 +86,15 @@ async fn login(
         && let Some(until) = c.locked_until
         && until.0 > now
     {
-        state
-            .store
-            .audit(&audit("auth.login_locked", None))
-            .await?;
+        state.store.audit(&audit("auth.login_locked", None)).await?;
         return Err(locked(until.0));
     }
     let stored = credentials.as_ref().and_then(|c| c.password_hash.clone());
     let password = body.password;
-    let verified = tokio::task::spawn_blocking(move || passwords::verify(&password, stored.as_deref()))
-        .await
-        .unwrap_or(false);
+    let verified =
+        tokio::task::spawn_blocking(move || passwords::verify(&password, stored.as_deref()))
+            .await
+            .unwrap_or(false);
     let Some(credentials) = credentials.filter(|c| verified && c.active) else {
         let mut detail = None;
         let mut locked_now = None;
@@ -151,7 +149,11 @@ async fn login(
 
 fn locked(until: UnixMillis) -> ApiError {
     let local = chrono::DateTime::from_timestamp_millis(until.0)
-        .map(|t| t.with_timezone(&chrono_tz::Europe::Stockholm).format("%H:%M").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono_tz::Europe::Stockholm)
+                .format("%H:%M")
+                .to_string()
+        })
         .unwrap_or_default();
     ApiError::Locked(format!(
         "too many failed logins: the account is locked until {local}; an administrator can unlock it by setting a new password"
@@ -168,7 +170,10 @@ async fn logout(
     jar: CookieJar,
 ) -> Result<Response, ApiError> {
     if let Some(cookie) = jar.get(SESSION_COOKIE) {
-        state.store.end_session(&token_digest(cookie.value())).await?;
+        state
+            .store
+            .end_session(&token_digest(cookie.value()))
+            .await?;
     }
     state.audit(&caller, "auth.logout", None, None).await?;
     let gone = Cookie::build((SESSION_COOKIE, ""))

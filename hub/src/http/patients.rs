@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::error::{ApiError, AppJson, AppQuery};
 use super::{AppState, check_id, parse_time};
-use crate::engine::task::EngineMsg;
 use crate::access::Role;
+use crate::engine::task::EngineMsg;
 use crate::store::{
     Call, DbTime, NewCall, NewPatient, ObservationQuery, Patient, PatientDevice, StoredObservation,
 };
@@ -239,7 +239,9 @@ async fn devices(
 ) -> Result<AppJson<Vec<PatientDevice>>, ApiError> {
     state.patient_access(&caller, &id).await?;
     let devices = state.store.patient_devices(&id).await?;
-    state.audit(&caller, "devices.view", Some(&id), None).await?;
+    state
+        .audit(&caller, "devices.view", Some(&id), None)
+        .await?;
     Ok(AppJson(devices))
 }
 
@@ -290,7 +292,9 @@ async fn add_call(
     }
     let note = body.note.trim();
     if note.chars().count() > 2000 {
-        return Err(ApiError::BadRequest("note must be at most 2000 characters".into()));
+        return Err(ApiError::BadRequest(
+            "note must be at most 2000 characters".into(),
+        ));
     }
     if let Some(alert_id) = body.alert_id {
         let alert = state.store.alert(alert_id).await?;

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
-use crate::access::Role;
 use super::error::{ApiError, AppJson};
+use crate::access::Role;
 use crate::engine::task::EngineMsg;
 use crate::plans::Plan;
 use crate::store::{CtgSessionRow, PlanVersion};

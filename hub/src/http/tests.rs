@@ -93,7 +93,12 @@ impl App {
         (status, value)
     }
 
-    pub(super) async fn authed(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(super) async fn authed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let body = body.map(|b| b.to_string());
         self.call(method, path, body.as_deref(), Some(TOKEN)).await
     }
@@ -328,7 +333,8 @@ async fn alerts_are_acted_on_through_the_engine() {
         .send(EngineMsg::Ingested(vec![fall]))
         .await
         .expect("engine");
-    let frame: Value = serde_json::from_str(&rx.recv().await.expect("broadcast").json).expect("json");
+    let frame: Value =
+        serde_json::from_str(&rx.recv().await.expect("broadcast").json).expect("json");
     let id = frame["alert"]["alert_id"].as_i64().expect("an id");
 
     let (s, a) = app
@@ -476,7 +482,8 @@ async fn plans_are_versioned_and_take_effect_at_once() {
         .send(EngineMsg::Ingested(batch))
         .await
         .expect("engine");
-    let frame: Value = serde_json::from_str(&rx.recv().await.expect("an alert").json).expect("json");
+    let frame: Value =
+        serde_json::from_str(&rx.recv().await.expect("an alert").json).expect("json");
     assert_eq!(frame["alert"]["rule"], "spo2");
     assert_eq!(frame["alert"]["plan_version"], 2);
     assert!(

@@ -58,7 +58,9 @@ pub enum ClientMessage {
 /// Parses a client's text frame.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
     if text.len() > MAX_CLIENT_MESSAGE {
-        return Err(format!("a message may have at most {MAX_CLIENT_MESSAGE} bytes"));
+        return Err(format!(
+            "a message may have at most {MAX_CLIENT_MESSAGE} bytes"
+        ));
     }
     serde_json::from_str(text).map_err(|e| format!("not a message this server understands: {e}"))
 }
@@ -156,7 +158,9 @@ impl Session {
                 json: String::new(),
             })
         });
-        Ok(text(json!({"type": "snapshot", "alerts": alerts}).to_string()))
+        Ok(text(
+            json!({"type": "snapshot", "alerts": alerts}).to_string(),
+        ))
     }
 
     async fn run(mut self, mut socket: WebSocket) {
@@ -224,8 +228,9 @@ impl Session {
             Ok(ClientMessage::Subscribe { patient_id }) => {
                 match self.state.patient_access(&self.caller, &patient_id).await {
                     Err(_) => json!({"type": "error", "detail": "patient not found"}),
-                    Ok(_) if self.live.len() >= MAX_SUBSCRIPTIONS
-                        && !self.live.contains(&patient_id) =>
+                    Ok(_)
+                        if self.live.len() >= MAX_SUBSCRIPTIONS
+                            && !self.live.contains(&patient_id) =>
                     {
                         json!({"type": "error", "detail": format!("at most {MAX_SUBSCRIPTIONS} live patients at once")})
                     }

@@ -16,7 +16,9 @@ mod time;
 
 pub use alerts::{AlertHistoryRow, AlertQuery, AlertRow};
 pub use plans::{CtgSessionRow, PlanVersion};
-pub use staff::{AuditFilter, Call, Credentials, NewCall, NewStaff, SessionRow, StaffChange, StaffMember};
+pub use staff::{
+    AuditFilter, Call, Credentials, NewCall, NewStaff, SessionRow, StaffChange, StaffMember,
+};
 pub use time::DbTime;
 
 use std::str::FromStr;

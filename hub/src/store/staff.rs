@@ -107,11 +107,7 @@ pub struct AuditFilter<'a> {
 impl Store {
     // ------------------------------------------------------------ care units
 
-    pub async fn create_care_unit(
-        &self,
-        unit: &CareUnit,
-        now: UnixMillis,
-    ) -> Result<CareUnit> {
+    pub async fn create_care_unit(&self, unit: &CareUnit, now: UnixMillis) -> Result<CareUnit> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO care_units (unit_id, name, kind, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -248,10 +244,11 @@ impl Store {
         .await)?;
         let mut units: HashMap<String, Vec<CareUnit>> = HashMap::new();
         for (staff_id, unit_id, name, kind) in memberships {
-            units
-                .entry(staff_id)
-                .or_default()
-                .push(CareUnit { unit_id, name, kind });
+            units.entry(staff_id).or_default().push(CareUnit {
+                unit_id,
+                name,
+                kind,
+            });
         }
         rows.into_iter()
             .map(|r| {
@@ -493,7 +490,12 @@ impl Store {
         .map_err(|e| foreign_key_as_not_found(e, "alert"))?)
     }
 
-    pub async fn calls(&self, patient_id: &str, since: Option<UnixMillis>, limit: i64) -> Result<Vec<Call>> {
+    pub async fn calls(
+        &self,
+        patient_id: &str,
+        since: Option<UnixMillis>,
+        limit: i64,
+    ) -> Result<Vec<Call>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
             "SELECT call_id, patient_id, alert_id, staff_id, at, outcome, note FROM calls
              WHERE patient_id = $1 AND ($2 IS NULL OR at >= $2) ORDER BY at DESC, call_id DESC LIMIT $3",

@@ -24,7 +24,8 @@ pub struct Driver {
 
 impl Driver {
     pub async fn start() -> Result<Driver> {
-        let bin = std::env::var("VAKA_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let bin =
+            std::env::var("VAKA_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         if !Path::new(&bin).exists() {
             bail!("{bin} not found: install chromium and chromium-driver (scripts/test.sh does)");
         }
@@ -41,19 +42,24 @@ impl Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        eventually("chromedriver to listen", Duration::from_secs(15), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
+        eventually(
+            "chromedriver to listen",
+            Duration::from_secs(15),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
         .await?;
         Ok(driver)
     }
 
     /// A new headless browser (its own profile, so its own cookies).
     pub async fn browser(&self) -> Result<Browser> {
-        let chromium = std::env::var("VAKA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let chromium =
+            std::env::var("VAKA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -121,7 +127,13 @@ impl Browser {
     }
 
     /// Polls `script` until it returns something other than null/false.
-    pub async fn until(&self, what: &str, timeout: Duration, script: &str, args: Vec<Value>) -> Result<Value> {
+    pub async fn until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        script: &str,
+        args: Vec<Value>,
+    ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.js(script, args.clone()).await?;

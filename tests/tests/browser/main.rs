@@ -34,7 +34,13 @@ fn rank(level: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-async fn expect(api: &Api, method: Method, path: &str, body: Value, status: &[u16]) -> Result<Value> {
+async fn expect(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Value,
+    status: &[u16],
+) -> Result<Value> {
     let (s, v) = api.call(method.clone(), path, Some(body)).await?;
     if !status.contains(&s) {
         bail!("{method} {path}: {s} {v}");
@@ -139,14 +145,18 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
         })
     };
     // The history holds fluid retention: wait for the rules to have seen it.
-    eventually("alerts from the simulated history", Duration::from_secs(90), || async {
-        let alerts = api.get("/api/v1/alerts").await.ok()?;
-        alerts
-            .as_array()?
-            .iter()
-            .any(|a| a["rule"] == "weight_gain_3d")
-            .then_some(())
-    })
+    eventually(
+        "alerts from the simulated history",
+        Duration::from_secs(90),
+        || async {
+            let alerts = api.get("/api/v1/alerts").await.ok()?;
+            alerts
+                .as_array()?
+                .iter()
+                .any(|a| a["rule"] == "weight_gain_3d")
+                .then_some(())
+        },
+    )
     .await
     .with_context(|| hub.log_tail())?;
 
@@ -155,15 +165,25 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
     eprintln!("screenshots in {}", shots.display());
     let a = driver.browser().await?;
     a.login(&hub.base, &a_name, PASSWORD).await?;
-    a.until("every simulated patient on the board", Duration::from_secs(15),
+    a.until(
+        "every simulated patient on the board",
+        Duration::from_secs(15),
         "return document.querySelectorAll('#board tbody tr').length === arguments[0];",
-        vec![json!(roster.patients.len())]).await?;
+        vec![json!(roster.patients.len())],
+    )
+    .await?;
 
     // Worst first: the levels never get better going down.
     let rows = board_rows(&a).await?;
     let ranks: Vec<usize> = rows.iter().map(|(_, l)| rank(l)).collect();
-    assert!(ranks.iter().all(|r| *r != usize::MAX), "unknown level in {rows:?}");
-    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "not worst first: {rows:?}");
+    assert!(
+        ranks.iter().all(|r| *r != usize::MAX),
+        "unknown level in {rows:?}"
+    );
+    assert!(
+        ranks.windows(2).all(|w| w[0] <= w[1]),
+        "not worst first: {rows:?}"
+    );
     assert!(ranks[0] < rank("stable"), "no alert on the board: {rows:?}");
     // Severity is in words too, not only colour.
     let first_level = a.css("#board tbody tr .col-level").await?.text().await?;
@@ -176,29 +196,64 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
     // A fall, through MQTT, for the patient at the bottom of the board.
     let (patient, _) = rows.last().cloned().context("an empty board")?;
     let sensor = unique("fall-");
-    expect(&api, Method::POST, "/api/v1/devices", json!({"id": sensor, "kind": "fall_sensor"}), &[201]).await?;
-    expect(&api, Method::PUT, &format!("/api/v1/devices/{sensor}/binding"),
-        json!({"patient_id": patient}), &[200]).await?;
+    expect(
+        &api,
+        Method::POST,
+        "/api/v1/devices",
+        json!({"id": sensor, "kind": "fall_sensor"}),
+        &[201],
+    )
+    .await?;
+    expect(
+        &api,
+        Method::PUT,
+        &format!("/api/v1/devices/{sensor}/binding"),
+        json!({"patient_id": patient}),
+        &[200],
+    )
+    .await?;
     let mqtt = Mqtt::connect(&hub.config.mqtt_url, &[]).await?;
-    let pack = json!([{"bn": format!("urn:dev:vaka:{sensor}:"), "bt": now_s(), "n": "fall", "vb": true}]);
-    mqtt.publish(&hub.topic(&sensor, "evt"), pack.to_string()).await?;
+    let pack =
+        json!([{"bn": format!("urn:dev:vaka:{sensor}:"), "bt": now_s(), "n": "fall", "vb": true}]);
+    mqtt.publish(&hub.topic(&sensor, "evt"), pack.to_string())
+        .await?;
 
-    let find_fall = "const tr = document.querySelector(`#board tbody tr[data-patient='${arguments[0]}']`);
+    let find_fall =
+        "const tr = document.querySelector(`#board tbody tr[data-patient='${arguments[0]}']`);
         const el = tr && tr.querySelector(\"[data-rule='fall']\");
         return el && tr.dataset.level === 'high' ? [el.dataset.alertId, el.dataset.state] : null;";
     // The row shows the alert at once and is re-sorted as high right after.
-    let seen = a.until("the fall on the board, high", Duration::from_secs(10), find_fall, vec![json!(patient)]).await?;
+    let seen = a
+        .until(
+            "the fall on the board, high",
+            Duration::from_secs(10),
+            find_fall,
+            vec![json!(patient)],
+        )
+        .await?;
     assert_eq!(seen[1], "open");
     let alert_id = seen[0].as_str().context("an alert id")?.to_owned();
     // The row moved up among the high ones.
     let rows = board_rows(&a).await?;
-    let pos = rows.iter().position(|(p, _)| *p == patient).context("the row")?;
+    let pos = rows
+        .iter()
+        .position(|(p, _)| *p == patient)
+        .context("the row")?;
     assert!(rows[..pos].iter().all(|(_, l)| l == "high"), "{rows:?}");
-    b.until("the fall in the second browser", Duration::from_secs(10), find_fall, vec![json!(patient)]).await?;
+    b.until(
+        "the fall in the second browser",
+        Duration::from_secs(10),
+        find_fall,
+        vec![json!(patient)],
+    )
+    .await?;
 
     // Acknowledge in A (keyboard: focus the button, press Enter) …
-    let button = a.css(&format!(
-        "#board tr[data-patient='{patient}'] button[data-action='acknowledge']")).await?;
+    let button = a
+        .css(&format!(
+            "#board tr[data-patient='{patient}'] button[data-action='acknowledge']"
+        ))
+        .await?;
     button.send_keys("\u{E007}").await?;
     // … and B sees it without reloading.
     let state = format!("[data-alert-id='{alert_id}']");
@@ -207,8 +262,13 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
         vec![json!(state)]).await?;
     let ack = api.get(&format!("/api/v1/alerts/{alert_id}")).await?;
     assert_eq!(ack["alert"]["state"], "acknowledged");
-    assert_eq!(ack["alert"]["acknowledged_by"].as_str().map(|s| s.contains(&a_name)), Some(true),
-        "acknowledged as the nurse who did it: {ack}");
+    assert_eq!(
+        ack["alert"]["acknowledged_by"]
+            .as_str()
+            .map(|s| s.contains(&a_name)),
+        Some(true),
+        "acknowledged as the nurse who did it: {ack}"
+    );
 
     let shot = a.screenshot(&shots, "board").await?;
     publish(&shot, "board.png")?;
@@ -231,11 +291,30 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
     let (unit, nurses) = unit_with_nurses(&api, &[&nurse]).await?;
     let patient = unique("p-ctg-");
     let monitor = unique("ctg-");
-    expect(&api, Method::POST, "/api/v1/patients",
-        json!({"id": patient, "name": "Alva Testsson", "program": "pregnancy_diabetes"}), &[201]).await?;
-    expect(&api, Method::POST, "/api/v1/devices", json!({"id": monitor, "kind": "fetal_monitor"}), &[201]).await?;
-    expect(&api, Method::PUT, &format!("/api/v1/devices/{monitor}/binding"),
-        json!({"patient_id": patient}), &[200]).await?;
+    expect(
+        &api,
+        Method::POST,
+        "/api/v1/patients",
+        json!({"id": patient, "name": "Alva Testsson", "program": "pregnancy_diabetes"}),
+        &[201],
+    )
+    .await?;
+    expect(
+        &api,
+        Method::POST,
+        "/api/v1/devices",
+        json!({"id": monitor, "kind": "fetal_monitor"}),
+        &[201],
+    )
+    .await?;
+    expect(
+        &api,
+        Method::PUT,
+        &format!("/api/v1/devices/{monitor}/binding"),
+        json!({"patient_id": patient}),
+        &[200],
+    )
+    .await?;
     enrol_and_assign(&api, &unit, &nurses, &patient).await?;
 
     // A real CTU-UHB recording replayed as a home session that began a
@@ -245,7 +324,8 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
     let mqtt = Mqtt::connect(&hub.config.mqtt_url, &[]).await?;
     let begin = json!([{"bn": format!("urn:dev:vaka:{monitor}:"), "bt": session.start.as_secs_f64(),
         "n": "ctg_session_start", "vb": true}]);
-    mqtt.publish(&hub.topic(&monitor, "evt"), begin.to_string()).await?;
+    mqtt.publish(&hub.topic(&monitor, "evt"), begin.to_string())
+        .await?;
     let send = |j: usize| {
         let m = session.pack(&monitor, j);
         (hub.topic(&monitor, "obs"), m.payload)
@@ -255,10 +335,14 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
         mqtt.publish(&topic, payload).await?;
     }
     let path = format!("/api/v1/patients/{patient}/observations?metric=fhr&limit=10000");
-    eventually("the first minute stored", Duration::from_secs(20), || async {
-        let rows = api.get(&path).await.ok()?;
-        (rows.as_array()?.len() >= 200).then_some(())
-    })
+    eventually(
+        "the first minute stored",
+        Duration::from_secs(20),
+        || async {
+            let rows = api.get(&path).await.ok()?;
+            (rows.as_array()?.len() >= 200).then_some(())
+        },
+    )
     .await?;
 
     let driver = Driver::start().await?;
@@ -266,10 +350,19 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
     eprintln!("screenshots in {}", shots.display());
     let b = driver.browser().await?;
     b.login(&hub.base, &nurse, PASSWORD).await?;
-    b.client.goto(&format!("{}/#/patient/{patient}", hub.base)).await?;
+    b.client
+        .goto(&format!("{}/#/patient/{patient}", hub.base))
+        .await?;
     let count = "const el = document.querySelector('.ctg-live .ctg-count');
         return el ? Number(el.dataset.samples) : null;";
-    let before = b.until("the live CTG viewer", Duration::from_secs(15), count, vec![]).await?;
+    let before = b
+        .until(
+            "the live CTG viewer",
+            Duration::from_secs(15),
+            count,
+            vec![],
+        )
+        .await?;
     let before = before.as_u64().context("a sample count")?;
     assert!(before >= 200, "the stored minute is drawn: {before}");
 
@@ -278,10 +371,15 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
         let (topic, payload) = send(j);
         mqtt.publish(&topic, payload).await?;
     }
-    let after = b.until("live samples appended", Duration::from_secs(10),
-        "const el = document.querySelector('.ctg-live .ctg-count');
+    let after = b
+        .until(
+            "live samples appended",
+            Duration::from_secs(10),
+            "const el = document.querySelector('.ctg-live .ctg-count');
          const n = el ? Number(el.dataset.samples) : 0; return n >= arguments[0] ? n : null;",
-        vec![json!(before + 120)]).await?;
+            vec![json!(before + 120)],
+        )
+        .await?;
     assert!(after.as_u64() > Some(before));
 
     // The trace is on the canvas: dark pen pixels on the pink paper.
@@ -289,20 +387,29 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 80 && d[i+1] < 80 && d[i+2] < 80) n++;
         return n;", vec![]).await?;
-    assert!(inked.as_u64().unwrap_or(0) > 500, "no FHR trace drawn: {inked}");
+    assert!(
+        inked.as_u64().unwrap_or(0) > 500,
+        "no FHR trace drawn: {inked}"
+    );
     // The standard paper: 50–210 bpm, toco 0–100, 1 cm (96/2.54 CSS px)
     // a minute, so at least the 10 minutes the viewer always shows.
-    let paper = b.js("const s = document.querySelector('.ctg-live .ctg-scroll');
+    let paper = b
+        .js(
+            "const s = document.querySelector('.ctg-live .ctg-scroll');
         const c = s.querySelector('.ctg-fhr canvas');
         return [s.dataset.fhrMin, s.dataset.fhrMax, s.dataset.tocoMax, s.dataset.pxPerMin,
-                c.getBoundingClientRect().width];", vec![]).await?;
+                c.getBoundingClientRect().width];",
+            vec![],
+        )
+        .await?;
     assert_eq!(paper[0], "50", "{paper}");
     assert_eq!(paper[1], "210", "{paper}");
     assert_eq!(paper[2], "100", "{paper}");
     assert_eq!(paper[3], "37.80", "{paper}");
     assert!(paper[4].as_f64().unwrap_or(0.0) >= 10.0 * 37.8, "{paper}");
 
-    b.js("document.getElementById('ctg').scrollIntoView();", vec![]).await?;
+    b.js("document.getElementById('ctg').scrollIntoView();", vec![])
+        .await?;
     let shot = b.screenshot(&shots, "ctg").await?;
     publish(&shot, "ctg.png")?;
     b.close().await;
