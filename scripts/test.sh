@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite of vaka against real services: PostgreSQL on
 # 127.0.0.1:5432 and Mosquitto on 127.0.0.1:1883. Starts them when they are
-# installed but stopped, and installs them from Debian packages when they
-# are missing. Extra arguments go to `cargo test`.
+# installed but stopped, and installs them (and Chromium with chromedriver,
+# for the browser tests) from Debian packages when they are missing. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,8 +43,18 @@ ensure_mosquitto() {
   wait_port 1883
 }
 
+# The browser tests (tests/tests/browser) drive headless Chromium through
+# chromedriver.
+ensure_chromium() {
+  if [ -x "${VAKA_CHROMEDRIVER:-/usr/bin/chromedriver}" ]; then return; fi
+  apt_install chromium chromium-driver
+}
+
 ensure_postgres
 ensure_mosquitto
+ensure_chromium
+export VAKA_CHROMEDRIVER="${VAKA_CHROMEDRIVER:-/usr/bin/chromedriver}"
+export VAKA_CHROMIUM="${VAKA_CHROMIUM:-/usr/bin/chromium}"
 
 # The tests create (and drop) their own databases through this one.
 export VAKA_TEST_DATABASE_URL="${VAKA_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
