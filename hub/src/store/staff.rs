@@ -475,7 +475,7 @@ impl Store {
     // ------------------------------------------------------------------ calls
 
     pub async fn add_call(&self, c: &NewCall<'_>) -> Result<Call> {
-        Ok(on_pool!(self, pool => sqlx::query_as(
+        on_pool!(self, pool => sqlx::query_as(
             "INSERT INTO calls (patient_id, alert_id, staff_id, at, outcome, note)
              VALUES ($1, $2, $3, $4, $5, $6)
              RETURNING call_id, patient_id, alert_id, staff_id, at, outcome, note",
@@ -488,7 +488,7 @@ impl Store {
         .bind(c.note)
         .fetch_one(pool)
         .await)
-        .map_err(|e| foreign_key_as_not_found(e, "alert"))?)
+        .map_err(|e| foreign_key_as_not_found(e, "alert"))
     }
 
     pub async fn calls(
