@@ -16,14 +16,17 @@
 //! - [`run`]: wires the tasks together and shuts them down in order.
 
 pub mod alerts;
+pub mod credentials;
 pub mod demo;
 pub mod engine;
+pub mod guard;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod plans;
 pub mod replay;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +51,10 @@ pub struct HubConfig {
     pub api_token: String,
     pub limits: Limits,
     pub batch: BatchConfig,
+    /// Per-device message rate (the gateway's token buckets).
+    pub rate: vaka_gateway::RateLimit,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub https: Option<Arc<rustls::ServerConfig>>,
     /// Escalation and snooze limits of alerts.
     pub policy: alerts::Policy,
 }
@@ -79,6 +86,7 @@ pub async fn run(
     let mut gateway_config = GatewayConfig::new(config.mqtt.clone(), config.topic_root.clone());
     gateway_config.limits = config.limits.clone();
     gateway_config.batch = config.batch.clone();
+    gateway_config.rate = config.rate.clone();
     let (gateway, gateway_handle) = Gateway::new(gateway_config, metrics.gateway.clone())?;
 
     let (engine_tx, engine_rx) = mpsc::channel(1024);
@@ -116,7 +124,13 @@ pub async fn run(
     };
     intake.spawn(gateway.run(ingest, intake_stop.clone()));
     let http_stop = intake_stop.clone();
-    let http = intake.spawn(async move { http::serve(listener, app, http_stop).await });
+    let https = config.https.clone();
+    let http = intake.spawn(async move {
+        match https {
+            Some(tls) => tls::serve(listener, tls, app, http_stop).await,
+            None => http::serve(listener, app, http_stop).await,
+        }
+    });
     intake.spawn(maintain(
         store.clone(),
         metrics.clone(),

@@ -7,12 +7,14 @@
 //! hold their own code. Every query runs in the tests on both backends.
 
 mod alerts;
+mod credentials;
 mod pg;
 mod plans;
 mod sqlite;
 mod time;
 
 pub use alerts::{AlertHistoryRow, AlertQuery, AlertRow};
+pub use credentials::{DeviceCredential, Revoked};
 pub use plans::{CtgSessionRow, PlanVersion};
 pub use time::DbTime;
 
@@ -576,6 +578,8 @@ pub struct Binding {
 #[derive(Debug, Clone, FromRow)]
 pub struct RegistryRow {
     pub device_id: String,
+    /// The device's credentials were revoked (`vaka device revoke`).
+    pub revoked: bool,
     pub patient_id: Option<String>,
     pub valid_from: Option<DbTime>,
     pub valid_to: Option<DbTime>,

@@ -7,11 +7,16 @@
 //!   Clears at the device's next message.
 //! - `low_battery` (low): `batt` ≤ 20 %; clears at ≥ 30 % (hysteresis, so a
 //!   battery hovering at 21 % does not flap).
+//! - `device_flooding` (medium, for administrators, no patient): the
+//!   gateway refused a device's messages for breaking its limits (more
+//!   than its rate, or a payload over the size limit). Raised once per
+//!   episode; clears when the gateway reports the device calm again (within
+//!   its limits for a minute). See `vaka_gateway::throttle`.
 
-use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{StatusField, StatusValue};
+use vaka_gateway::{LimitReport, RejectCode, UnixMillis};
 
-use super::{Context, Evidence, Input, Rule, RuleId, local_day_hhmm, sv};
+use super::{Context, Decision, Evidence, Finding, Input, Rule, RuleId, local_day_hhmm, sv};
 use crate::engine::patient::{DeviceRef, PatientState};
 
 pub struct DeviceOffline;
@@ -288,5 +293,57 @@ mod tests {
                 "at {pct} %"
             );
         }
+    }
+}
+
+/// The administrators' alert for a device the gateway throttles, or its
+/// clearing. `now` is the hub's clock: this is about arrival, not data time.
+pub fn device_limits(report: &LimitReport, now: UnixMillis) -> Decision {
+    match report {
+        LimitReport::Exceeded { device, code, .. } => {
+            let (what, threshold) = if *code == RejectCode::TooLarge {
+                (
+                    "skickade ett för stort meddelande",
+                    "största tillåtna meddelandestorlek",
+                )
+            } else {
+                (
+                    "skickar fler meddelanden än tillåtet",
+                    "högsta tillåtna meddelandetakt",
+                )
+            };
+            Decision::Raise(Finding {
+                rule: RuleId::DeviceFlooding,
+                patient_id: None,
+                device_id: Some(device.as_str().to_owned()),
+                confirmed: None,
+                plan_version: 0,
+                explanation: format!(
+                    "Enheten {device} {what} ({}). Det som går över gränsen sparas inte; \
+                     andra enheters data tas emot som vanligt. Kontrollera enheten \
+                     (programvara, trasig sensor) eller byt ut den.",
+                    local_day_hhmm(now, chrono_tz::Europe::Stockholm)
+                ),
+                threshold: threshold.into(),
+                evidence: vec![Evidence {
+                    time: now,
+                    device_id: device.as_str().to_owned(),
+                    name: code.as_str().to_owned(),
+                    value: None,
+                    unit: None,
+                }],
+                first_reading_at: now,
+                last_reading_at: now,
+            })
+        }
+        LimitReport::Calm { device, dropped } => Decision::Clear {
+            rule: RuleId::DeviceFlooding,
+            patient_id: String::new(),
+            device_id: Some(device.as_str().to_owned()),
+            reason: format!(
+                "enheten håller sig inom gränserna igen ({dropped} meddelanden avvisades)"
+            ),
+            at: now,
+        },
     }
 }
