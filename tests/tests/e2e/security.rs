@@ -27,7 +27,7 @@ use crate::support::*;
 const T: Duration = Duration::from_secs(20);
 
 /// Runs `vaka ARGS…` to completion; its stdout.
-fn vaka(args: &[&str]) -> Result<String> {
+pub(crate) fn vaka(args: &[&str]) -> Result<String> {
     let out = Command::new(vaka_binary()?)
         .args(args)
         .env("VAKA_LOG", "warn")
@@ -77,6 +77,7 @@ impl SecureBroker {
             "per_listener_settings false\nallow_anonymous false\n\
              password_file {d}/passwd\nacl_file {d}/acl\npid_file {d}/mosquitto.pid\n\
              persistence false\nlog_dest stderr\nlog_type error\n\
+             user root\n\
              listener {port} 127.0.0.1\n",
             d = dir.display()
         );
@@ -128,9 +129,9 @@ impl Drop for SecureBroker {
 }
 
 /// A device's MQTT client with its own credentials (3.1.1, like devices).
-struct Device {
-    client: AsyncClient,
-    inbox: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+pub(crate) struct Device {
+    pub client: AsyncClient,
+    pub inbox: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -140,7 +141,7 @@ impl Drop for Device {
     }
 }
 
-fn options(
+pub(crate) fn options(
     port: u16,
     credentials: Option<(&str, &str)>,
     tls: Option<rustls::ClientConfig>,
@@ -159,7 +160,7 @@ fn options(
 }
 
 /// Connects and waits for the CONNACK: Ok, or why the broker refused.
-async fn try_connect(options: MqttOptions, subscribe: &[String]) -> Result<Device, String> {
+pub(crate) async fn try_connect(options: MqttOptions, subscribe: &[String]) -> Result<Device, String> {
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     match tokio::time::timeout(T, eventloop.poll()).await {
         Ok(Ok(Event::Incoming(Incoming::ConnAck(a)))) if a.code == ConnectReturnCode::Success => {}
@@ -203,7 +204,7 @@ async fn try_connect(options: MqttOptions, subscribe: &[String]) -> Result<Devic
     })
 }
 
-async fn connect(
+pub(crate) async fn connect(
     port: u16,
     credentials: (&str, &str),
     tls: Option<rustls::ClientConfig>,
@@ -214,7 +215,7 @@ async fn connect(
         .map_err(|e| anyhow!("connect as {}: {e}", credentials.0))
 }
 
-fn weight(device: &str, t: f64, kg: f64) -> String {
+pub(crate) fn weight(device: &str, t: f64, kg: f64) -> String {
     PackBuilder::new(device, t)
         .value("weight", "kg", kg, t)
         .to_json()
@@ -371,7 +372,28 @@ async fn a_device_cannot_publish_or_read_as_another_and_revocation_is_immediate(
         .ok_or_else(|| anyhow!("a's client closed"))?;
     ensure!(topic.ends_with("/scale-a/err"), "a read {topic}");
 
-    // Revoke a: the files are rewritten and Mosquitto reloads them.
+    // Revoke a in the database only: the broker still lets a in, and the
+    // gateway's own check is the line of defence.
+    let out = vaka(&["device", "revoke", "scale-a", "--database-url", &db.url])?;
+    ensure!(out.contains("revoked"), "{out}");
+    a.client
+        .publish(
+            format!("{root}/d/scale-a/obs"),
+            QoS::AtLeastOnce,
+            false,
+            weight("scale-a", now - 45.0, 81.5),
+        )
+        .await?;
+    let (topic, payload) = tokio::time::timeout(T, a.inbox.recv())
+        .await?
+        .ok_or_else(|| anyhow!("a's client closed"))?;
+    ensure!(topic.ends_with("/scale-a/err"), "{topic}");
+    let reply: serde_json::Value = serde_json::from_slice(&payload)?;
+    assert_eq!(reply["code"], "revoked_device", "{reply}");
+    assert_eq!(observations_of(&db, "scale-a").await?, 1);
+
+    // Now the broker too: the files are rewritten and Mosquitto reloads
+    // them (it drops a's connection, and refuses its next CONNECT).
     let pid_file = dir.join("mosquitto.pid").display().to_string();
     let out = vaka(&[
         "device",
@@ -388,12 +410,12 @@ async fn a_device_cannot_publish_or_read_as_another_and_revocation_is_immediate(
         "--mqtt-url",
         &gateway_url,
     ])?;
-    ensure!(out.contains("revoked"), "{out}");
+    ensure!(out.contains("revoked already") && out.contains("reload"), "{out}");
     ensure!(
         !std::fs::read_to_string(dir.join("passwd"))?.contains("scale-a:"),
         "a revoked device left in the passwd file"
     );
-    // Whatever the connection a still holds, what it sends is not stored.
+    // Whatever a's client still tries, nothing of it is stored.
     a.client
         .publish(
             format!("{root}/d/scale-a/obs"),
