@@ -77,7 +77,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         (GATEWAY_USER, &gateway_password),
     )?;
     let guard_store = store.clone();
-    let authenticate: crate::guard::Authenticate = Arc::new(move |user, password| {
+    let authenticate: crate::guard::Authenticate = Arc::new(
+        move |user: String, password: String| -> crate::guard::Verdict {
         let store = guard_store.clone();
         Box::pin(async move {
             match store.device_credential(&user).await {

@@ -34,9 +34,11 @@ use tracing::{debug, info, warn};
 /// Largest packet the guard reads (the broker's own limit is 1 MiB).
 const MAX_PACKET: usize = 2 * 1024 * 1024;
 
-/// Checks a device's username and password; true lets it in.
-pub type Authenticate =
-    Arc<dyn Fn(String, String) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+/// The answer of an [`Authenticate`]: true lets the device in.
+pub type Verdict = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// Checks a device's username and password.
+pub type Authenticate = Arc<dyn Fn(String, String) -> Verdict + Send + Sync>;
 
 /// One MQTT control packet: its first byte and its body (after the
 /// remaining length), and the raw bytes to forward.
@@ -365,4 +367,87 @@ async fn refuse(device: &mut TcpStream, v5: bool) {
     };
     let _ = device.write_all(ack).await;
     let _ = device.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 3.1.1 CONNECT with a last will, username and password.
+    fn connect_packet(user: &str, password: &str, will: Option<&str>) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &[u8]) {
+            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            out.extend_from_slice(s);
+        }
+        let mut body = Vec::new();
+        string(&mut body, b"MQTT");
+        body.push(4);
+        let mut flags = 0x80 | 0x40 | 0x02;
+        if will.is_some() {
+            flags |= 0x04 | 0x08;
+        }
+        body.push(flags);
+        body.extend_from_slice(&30u16.to_be_bytes());
+        string(&mut body, b"client-1");
+        if let Some(w) = will {
+            string(&mut body, w.as_bytes());
+            string(&mut body, br#"[{"n":"conn","vs":"offline"}]"#);
+        }
+        string(&mut body, user.as_bytes());
+        string(&mut body, password.as_bytes());
+        body
+    }
+
+    #[test]
+    fn reads_who_connects() {
+        let c = parse_connect(&connect_packet("scale-1", "pw", Some("vaka/v1/d/scale-1/status")))
+            .unwrap();
+        assert!(!c.v5);
+        assert_eq!(c.username.as_deref(), Some("scale-1"));
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        assert_eq!(c.will_topic.as_deref(), Some("vaka/v1/d/scale-1/status"));
+        let c = parse_connect(&connect_packet("scale-1", "pw", None)).unwrap();
+        assert_eq!(c.will_topic, None);
+        // Truncated: an error, not a panic.
+        let full = connect_packet("scale-1", "pw", None);
+        for n in 0..full.len() {
+            assert!(parse_connect(&full[..n]).is_err(), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_device_speaks_only_for_itself() {
+        let rule = Rule {
+            root: "vaka/v1".into(),
+        };
+        for ch in ["obs", "evt", "status"] {
+            assert!(rule.may_publish("scale-1", &format!("vaka/v1/d/scale-1/{ch}")));
+            assert!(!rule.may_publish("scale-1", &format!("vaka/v1/d/scale-2/{ch}")));
+        }
+        for bad in ["vaka/v1/d/scale-1/err", "vaka/v1/d/scale-1/cmd", "vaka/v1/d/scale-1", "other"] {
+            assert!(!rule.may_publish("scale-1", bad), "{bad}");
+        }
+        assert!(rule.may_subscribe("scale-1", "vaka/v1/d/scale-1/err"));
+        assert!(rule.may_subscribe("scale-1", "vaka/v1/d/scale-1/cmd"));
+        for bad in ["vaka/v1/d/scale-2/err", "vaka/v1/d/+/err", "vaka/v1/d/scale-1/#", "#"] {
+            assert!(!rule.may_subscribe("scale-1", bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_packets_and_refuses_oversized_ones() {
+        // PINGREQ, then a PUBLISH of 200 bytes (2-byte remaining length).
+        let mut bytes = vec![0xc0, 0x00, 0x30, 0xc8, 0x01];
+        bytes.extend(std::iter::repeat_n(0u8, 200));
+        let mut r = &bytes[..];
+        let p = read_packet(&mut r).await.unwrap().unwrap();
+        assert_eq!((p.kind, p.body.len(), p.raw.len()), (12, 0, 2));
+        let p = read_packet(&mut r).await.unwrap().unwrap();
+        assert_eq!((p.kind, p.body.len(), p.raw.len()), (3, 200, 203));
+        assert!(read_packet(&mut r).await.unwrap().is_none());
+        // A remaining length of 256 MiB - 1 is refused before reading it.
+        let huge = [0x30u8, 0xff, 0xff, 0xff, 0x7f];
+        let mut r = &huge[..];
+        assert!(read_packet(&mut r).await.is_err());
+    }
 }

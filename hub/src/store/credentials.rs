@@ -51,7 +51,8 @@ impl Store {
         .bind(password_hash)
         .bind(DbTime(now))
         .execute(pool)
-        .await)?;
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
