@@ -23,9 +23,9 @@ pub use serde as __serde;
 pub mod error;
 pub mod model;
 pub mod senml;
-pub mod topics;
 pub mod throttle;
 pub mod tls;
+pub mod topics;
 pub mod validate;
 
 pub use error::{Error, RejectCode, Rejection};
@@ -39,8 +39,8 @@ mod mqtt;
 pub use batch::{BatchConfig, Disposition, Message, Sink, SinkError};
 pub use metrics::GatewayMetrics;
 pub use mqtt::{BrokerAddress, MqttConfig};
-pub use tls::TlsFiles;
 pub use throttle::{LimitReport, RateLimit};
+pub use tls::TlsFiles;
 
 use std::time::Duration;
 

@@ -80,7 +80,9 @@ pub enum LimitReport {
 pub enum Admit {
     Yes,
     /// Over the rate; `reply` says whether to answer on `…/err` this time.
-    RateLimited { reply: bool },
+    RateLimited {
+        reply: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -133,7 +135,12 @@ impl Throttle {
 
     /// Takes a token for one message of `device` received at `now`. A
     /// message over the limit may start an episode, returned in `reports`.
-    pub fn admit(&mut self, device: &DeviceId, now: Instant, reports: &mut Vec<LimitReport>) -> Admit {
+    pub fn admit(
+        &mut self,
+        device: &DeviceId,
+        now: Instant,
+        reports: &mut Vec<LimitReport>,
+    ) -> Admit {
         let limit = self.limit.clone();
         let b = self.bucket(device, now);
         if b.tokens >= 1.0 {
@@ -162,7 +169,13 @@ impl Throttle {
 
     /// Notes a message of `device` refused as too large (it took its token
     /// in [`Throttle::admit`] already). May start an episode.
-    pub fn too_large(&mut self, device: &DeviceId, bytes: usize, now: Instant, reports: &mut Vec<LimitReport>) {
+    pub fn too_large(
+        &mut self,
+        device: &DeviceId,
+        bytes: usize,
+        now: Instant,
+        reports: &mut Vec<LimitReport>,
+    ) {
         let b = self.bucket(device, now);
         if b.episode.is_none() {
             reports.push(LimitReport::Exceeded {
@@ -197,7 +210,10 @@ impl Throttle {
 
     /// Devices with a running episode.
     pub fn flooding(&self) -> usize {
-        self.buckets.values().filter(|b| b.episode.is_some()).count()
+        self.buckets
+            .values()
+            .filter(|b| b.episode.is_some())
+            .count()
     }
 }
 
@@ -247,7 +263,10 @@ mod tests {
         assert_eq!(reports.len(), 1);
         assert!(matches!(
             &reports[0],
-            LimitReport::Exceeded { code: RejectCode::RateLimited, .. }
+            LimitReport::Exceeded {
+                code: RejectCode::RateLimited,
+                ..
+            }
         ));
         // 100 ms at 10/s is one more token.
         let t1 = t0 + Duration::from_millis(100);
@@ -309,7 +328,10 @@ mod tests {
         assert_eq!(reports.len(), 1);
         assert!(matches!(
             &reports[0],
-            LimitReport::Exceeded { code: RejectCode::TooLarge, .. }
+            LimitReport::Exceeded {
+                code: RejectCode::TooLarge,
+                ..
+            }
         ));
     }
 }

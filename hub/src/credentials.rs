@@ -230,7 +230,14 @@ mod tests {
 
     #[test]
     fn malformed_hashes_match_nothing() {
-        for h in ["", "$7$", "$6$abc$def", "$7$0$AAAA$AAAA", "$7$101$!!$AAAA", "plain"] {
+        for h in [
+            "",
+            "$7$",
+            "$6$abc$def",
+            "$7$0$AAAA$AAAA",
+            "$7$101$!!$AAAA",
+            "plain",
+        ] {
             assert!(!verify_password("x", h), "{h}");
         }
     }
@@ -241,7 +248,11 @@ mod tests {
             username: "scale-1".into(),
             password_hash: hash_password("x").unwrap(),
         };
-        assert!(password_file(std::slice::from_ref(&ok)).unwrap().starts_with("scale-1:$7$101$"));
+        assert!(
+            password_file(std::slice::from_ref(&ok))
+                .unwrap()
+                .starts_with("scale-1:$7$101$")
+        );
         for bad in ["a:b", "a+", "#", ""] {
             let a = Account {
                 username: bad.into(),

@@ -61,34 +61,34 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     let passwords = register(&store, &roster).await?;
 
     // Devices speak MQTT 3.1.1, the gateway MQTT 5: one listener each. The
-    // devices' one is behind the guard; rumqttd's own stays on loopback and
-    // wants the same passwords, so a local client cannot skip the guard
-    // without them.
+    // devices' one is behind the guard, which does all the checking;
+    // rumqttd's own device listener is on loopback only (a local process
+    // could go round the guard there: this is a demo on one machine). The
+    // gateway's listener wants the gateway's account.
     let guard_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let mqtt_port = guard_listener.local_addr()?.port();
     let upstream_port = free_port()?;
     let gateway_port = free_port()?;
-    let gateway_password = crate::credentials::new_password()
-        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    let gateway_password =
+        crate::credentials::new_password().map_err(|e| DemoError::Broker(e.to_string()))?;
     start_broker(
         upstream_port,
-        passwords.clone(),
         gateway_port,
         (GATEWAY_USER, &gateway_password),
     )?;
     let guard_store = store.clone();
     let authenticate: crate::guard::Authenticate = Arc::new(
         move |user: String, password: String| -> crate::guard::Verdict {
-        let store = guard_store.clone();
-        Box::pin(async move {
-            match store.device_credential(&user).await {
-                Ok(Some(c)) if c.revoked_at.is_none() => {
-                    crate::credentials::verify_password(&password, &c.password_hash)
-                }
-                _ => false,
-            }
-        })
-    });
+            let store = guard_store.clone();
+            Box::pin(async move {
+                let Ok(Some(c)) = store.device_credential(&user).await else {
+                    return false;
+                };
+                c.revoked_at.is_none()
+                    && crate::credentials::verify_password(&password, &c.password_hash)
+            })
+        },
+    );
     tokio::spawn(crate::guard::serve(
         guard_listener,
         SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port)),
@@ -187,28 +187,28 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Starts rumqttd on its own thread (it runs its own runtimes and blocks).
-/// Both listeners want a password: the devices' their own, the gateway's
-/// its account's.
+/// The gateway's listener wants the gateway's account; the devices' one is
+/// reached through the guard.
 fn start_broker(
     devices_port: u16,
-    devices: HashMap<String, String>,
     gateway_port: u16,
     gateway: (&str, &str),
 ) -> Result<(), DemoError> {
-    let server = |name: &str, port: u16, auth: HashMap<String, String>| rumqttd::ServerSettings {
-        name: name.into(),
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: rumqttd::ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: 1024 * 1024,
-            max_inflight_count: 1000,
-            auth: Some(auth),
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
+    let server =
+        |name: &str, port: u16, auth: Option<HashMap<String, String>>| rumqttd::ServerSettings {
+            name: name.into(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: 1024 * 1024,
+                max_inflight_count: 1000,
+                auth,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
     let config = rumqttd::Config {
         router: rumqttd::RouterConfig {
             max_connections: 10_000,
@@ -219,14 +219,17 @@ fn start_broker(
         },
         v4: Some(HashMap::from([(
             "devices".to_owned(),
-            server("devices", devices_port, devices),
+            server("devices", devices_port, None),
         )])),
         v5: Some(HashMap::from([(
             "gateway".to_owned(),
             server(
                 "gateway",
                 gateway_port,
-                HashMap::from([(gateway.0.to_owned(), gateway.1.to_owned())]),
+                Some(HashMap::from([(
+                    gateway.0.to_owned(),
+                    gateway.1.to_owned(),
+                )])),
             ),
         )])),
         ..Default::default()
@@ -288,8 +291,8 @@ async fn register(
                 Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            let password = crate::credentials::new_password()
-                .map_err(|e| DemoError::Broker(e.to_string()))?;
+            let password =
+                crate::credentials::new_password().map_err(|e| DemoError::Broker(e.to_string()))?;
             let hash = crate::credentials::hash_password(&password)
                 .map_err(|e| DemoError::Broker(e.to_string()))?;
             store.provision_device(&d.id, &hash, now).await?;

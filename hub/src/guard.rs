@@ -400,8 +400,12 @@ mod tests {
 
     #[test]
     fn reads_who_connects() {
-        let c = parse_connect(&connect_packet("scale-1", "pw", Some("vaka/v1/d/scale-1/status")))
-            .unwrap();
+        let c = parse_connect(&connect_packet(
+            "scale-1",
+            "pw",
+            Some("vaka/v1/d/scale-1/status"),
+        ))
+        .unwrap();
         assert!(!c.v5);
         assert_eq!(c.username.as_deref(), Some("scale-1"));
         assert_eq!(c.password.as_deref(), Some("pw"));
@@ -424,12 +428,22 @@ mod tests {
             assert!(rule.may_publish("scale-1", &format!("vaka/v1/d/scale-1/{ch}")));
             assert!(!rule.may_publish("scale-1", &format!("vaka/v1/d/scale-2/{ch}")));
         }
-        for bad in ["vaka/v1/d/scale-1/err", "vaka/v1/d/scale-1/cmd", "vaka/v1/d/scale-1", "other"] {
+        for bad in [
+            "vaka/v1/d/scale-1/err",
+            "vaka/v1/d/scale-1/cmd",
+            "vaka/v1/d/scale-1",
+            "other",
+        ] {
             assert!(!rule.may_publish("scale-1", bad), "{bad}");
         }
         assert!(rule.may_subscribe("scale-1", "vaka/v1/d/scale-1/err"));
         assert!(rule.may_subscribe("scale-1", "vaka/v1/d/scale-1/cmd"));
-        for bad in ["vaka/v1/d/scale-2/err", "vaka/v1/d/+/err", "vaka/v1/d/scale-1/#", "#"] {
+        for bad in [
+            "vaka/v1/d/scale-2/err",
+            "vaka/v1/d/+/err",
+            "vaka/v1/d/scale-1/#",
+            "#",
+        ] {
             assert!(!rule.may_subscribe("scale-1", bad), "{bad}");
         }
     }

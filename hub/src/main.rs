@@ -546,9 +546,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         )));
     }
     let https = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            vaka_hub::tls::server_config(cert, key).map_err(|e| Failure::Usage(e.into()))?,
-        ),
+        (Some(cert), Some(key)) => {
+            Some(vaka_hub::tls::server_config(cert, key).map_err(|e| Failure::Usage(e.into()))?)
+        }
         _ => None,
     };
     let store = connect(&args.database.database_url).await?;
@@ -627,16 +627,21 @@ async fn provision(args: ProvisionArgs) -> Result<(), Failure> {
         ))
     })?;
     let kind = match &args.kind {
-        Some(k) => Some(vaka_gateway::model::DeviceKind::parse(k).ok_or_else(|| {
-            Failure::Usage(anyhow::anyhow!("unknown device kind {k:?}"))
-        })?),
+        Some(k) => Some(
+            vaka_gateway::model::DeviceKind::parse(k)
+                .ok_or_else(|| Failure::Usage(anyhow::anyhow!("unknown device kind {k:?}")))?,
+        ),
         None => None,
     };
     let store = connect(&args.database.database_url).await?;
     store.migrate().await.context("migration failed")?;
     let now = UnixMillis::now();
     if let Some(kind) = kind
-        && store.device(id.as_str()).await.context("database")?.is_none()
+        && store
+            .device(id.as_str())
+            .await
+            .context("database")?
+            .is_none()
     {
         store
             .register_device(id.as_str(), kind, now)
@@ -660,7 +665,10 @@ async fn provision(args: ProvisionArgs) -> Result<(), Failure> {
     println!("device:   {id}");
     println!("username: {id}");
     println!("password: {password}");
-    println!("topics:   {}/d/{id}/{{obs,evt,status}} (publish), …/err and …/cmd (subscribe)", args.broker.topic_root);
+    println!(
+        "topics:   {}/d/{id}/{{obs,evt,status}} (publish), …/err and …/cmd (subscribe)",
+        args.broker.topic_root
+    );
     Ok(())
 }
 
@@ -731,7 +739,10 @@ async fn write_mosquitto_files(
     let root = TopicRoot::new(topic_root).map_err(|e| Failure::Usage(e.into()))?;
     let address =
         vaka_gateway::BrokerAddress::parse(mqtt_url).map_err(|e| Failure::Usage(e.into()))?;
-    let Some((gateway, gateway_password)) = address.credentials.filter(|(u, p)| !u.is_empty() && !p.is_empty()) else {
+    let Some((gateway, gateway_password)) = address
+        .credentials
+        .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+    else {
         return Err(Failure::Usage(anyhow::anyhow!(
             "the gateway needs a broker account: give --mqtt-url mqtt://USER:PASSWORD@host"
         )));

@@ -28,14 +28,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, vaka_gateway::Error> {
     let certs = vaka_gateway::tls::read_certs(cert)?;
     let key = vaka_gateway::tls::read_key(key)?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| vaka_gateway::Error::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| vaka_gateway::Error::Tls(format!("{}: {e}", cert.display())))?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| vaka_gateway::Error::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| vaka_gateway::Error::Tls(format!("{}: {e}", cert.display())))?;
     // HTTP/1.1 only: the websocket needs it, and the dashboard gains
     // nothing from HTTP/2 here.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

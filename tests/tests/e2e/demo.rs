@@ -92,7 +92,15 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
 
     let log = std::env::temp_dir().join(format!("{}.log", unique("vaka-demo-")));
     let mut child = tokio::process::Command::new(vaka_binary()?)
-        .args(["demo", "--http", "127.0.0.1:0", "--patients", "4", "--history-days", "1"])
+        .args([
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--patients",
+            "4",
+            "--history-days",
+            "1",
+        ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log)?)
         .kill_on_drop(true)
@@ -104,7 +112,10 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
         while let Some(line) = lines.next_line().await? {
             let line = line.trim();
             if let Some(url) = line.strip_prefix("Open:") {
-                base = url.trim().split_once("/#token=").map(|(b, t)| (b.to_owned(), t.to_owned()));
+                base = url
+                    .trim()
+                    .split_once("/#token=")
+                    .map(|(b, t)| (b.to_owned(), t.to_owned()));
             } else if let Some(rest) = line.strip_prefix("MQTT:") {
                 port = rest
                     .trim()
@@ -131,17 +142,16 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
         client: reqwest::Client::new(),
     };
     let devices = api.get("/api/v1/devices").await?;
-    let scales: Vec<String> = devices
+    let ids: Vec<String> = devices
         .as_array()
         .context("devices")?
         .iter()
-        .filter(|d| d["kind"] == "scale")
         .filter_map(|d| d["device_id"].as_str().map(str::to_owned))
         .collect();
-    anyhow::ensure!(scales.len() >= 2, "two scales in the demo: {devices}");
-    let (me, other) = (&scales[0], &scales[1]);
+    anyhow::ensure!(ids.len() >= 2, "two devices in the demo: {devices}");
+    let (me, other) = (&ids[0], &ids[1]);
 
-    // New credentials for one scale, as an operator would issue them.
+    // New credentials for one device, as an operator would issue them.
     let out = vaka(&["device", "provision", me, "--database-url", &database])?;
     let password = out
         .lines()
@@ -150,7 +160,11 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
         .to_owned();
 
     // Wrong password, no password, and another device's name: refused.
-    for creds in [Some((me.as_str(), "wrong")), None, Some((other.as_str(), password.as_str()))] {
+    for creds in [
+        Some((me.as_str(), "wrong")),
+        None,
+        Some((other.as_str(), password.as_str())),
+    ] {
         anyhow::ensure!(
             try_connect(options(port, creds, None), &[]).await.is_err(),
             "{creds:?} was let in"
@@ -176,11 +190,21 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
     let t = now_s() - 17.0;
     device
         .client
-        .publish(format!("vaka/v1/d/{other}/obs"), QoS::AtLeastOnce, false, weight(other, t, 133.3))
+        .publish(
+            format!("vaka/v1/d/{other}/obs"),
+            QoS::AtLeastOnce,
+            false,
+            weight(other, t, 133.3),
+        )
         .await?;
     device
         .client
-        .publish(format!("vaka/v1/d/{me}/obs"), QoS::AtLeastOnce, false, weight(me, t, 122.2))
+        .publish(
+            format!("vaka/v1/d/{me}/obs"),
+            QoS::AtLeastOnce,
+            false,
+            weight(me, t, 122.2),
+        )
         .await?;
     let store = vaka_hub::store::Store::connect(&database).await?;
     let at = |device: String| {
@@ -199,11 +223,17 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
             .ok()
         }
     };
-    eventually("our own reading stored", Duration::from_secs(30), || async {
-        (at(me.clone()).await? == 1).then_some(())
-    })
+    eventually(
+        "our own reading stored",
+        Duration::from_secs(30),
+        || async { (at(me.clone()).await? == 1).then_some(()) },
+    )
     .await?;
-    assert_eq!(at(other.clone()).await, Some(0), "published as another device");
+    assert_eq!(
+        at(other.clone()).await,
+        Some(0),
+        "published as another device"
+    );
     store.close().await;
     let _ = child.kill().await;
     Ok(())

@@ -33,8 +33,11 @@ async fn a_flooding_device_is_throttled_and_the_others_flow_on() -> Result<()> {
     let hub = Hub::start(config).await?;
     let api = hub.api();
     api.enroll("p-flood", &[("bp-broken", "bp_cuff")]).await?;
-    api.enroll("p-calm", &[("scale-ok", "scale"), ("fall-ok", "fall_sensor")])
-        .await?;
+    api.enroll(
+        "p-calm",
+        &[("scale-ok", "scale"), ("fall-ok", "fall_sensor")],
+    )
+    .await?;
     let (mut ws, _) = websocket(&hub).await?;
 
     let mut flooder = Mqtt::connect(&mqtt_url(), &[hub.topic("bp-broken", "err")]).await?;
@@ -177,9 +180,7 @@ async fn a_ten_megabyte_payload_is_refused_and_the_gateway_runs_on() -> Result<(
         r#"[{{"bn":"urn:dev:vaka:scale-big:","bt":{now},"n":"weight","u":"kg","v":80,"vs":"{}"}}]"#,
         "x".repeat(10 << 20)
     );
-    device
-        .publish(&hub.topic("scale-big", "obs"), huge)
-        .await?;
+    device.publish(&hub.topic("scale-big", "obs"), huge).await?;
     let reply = device.next_on("/scale-big/err", T).await?;
     assert_eq!(reply["code"], "too_large", "{reply}");
     assert!(

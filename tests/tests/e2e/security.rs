@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, QoS, TlsConfiguration,
-    Transport,
+    AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -160,7 +159,10 @@ pub(crate) fn options(
 }
 
 /// Connects and waits for the CONNACK: Ok, or why the broker refused.
-pub(crate) async fn try_connect(options: MqttOptions, subscribe: &[String]) -> Result<Device, String> {
+pub(crate) async fn try_connect(
+    options: MqttOptions,
+    subscribe: &[String],
+) -> Result<Device, String> {
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     match tokio::time::timeout(T, eventloop.poll()).await {
         Ok(Ok(Event::Incoming(Incoming::ConnAck(a)))) if a.code == ConnectReturnCode::Success => {}
@@ -291,7 +293,10 @@ async fn a_device_cannot_publish_or_read_as_another_and_revocation_is_immediate(
     ])?;
     ensure!(written.contains("2 device accounts"), "{written}");
     let passwd = std::fs::read_to_string(dir.join("passwd"))?;
-    ensure!(!passwd.contains(&pass_a), "a password in clear in the passwd file");
+    ensure!(
+        !passwd.contains(&pass_a),
+        "a password in clear in the passwd file"
+    );
     let broker = SecureBroker::start(&dir, port, None)?;
     broker.ready().await?;
 
@@ -323,7 +328,13 @@ async fn a_device_cannot_publish_or_read_as_another_and_revocation_is_immediate(
         ],
     )
     .await?;
-    let mut b = connect(port, ("scale-b", &pass_b), None, &[format!("{root}/d/scale-b/err")]).await?;
+    let mut b = connect(
+        port,
+        ("scale-b", &pass_b),
+        None,
+        &[format!("{root}/d/scale-b/err")],
+    )
+    .await?;
     let now = now_s();
 
     // a publishes as b: on b's topic with b's base name. The broker drops
@@ -350,11 +361,20 @@ async fn a_device_cannot_publish_or_read_as_another_and_revocation_is_immediate(
         (observations_of(&db, "scale-a").await.ok()? == 1).then_some(())
     })
     .await?;
-    assert_eq!(observations_of(&db, "scale-b").await?, 0, "a published as b");
+    assert_eq!(
+        observations_of(&db, "scale-b").await?,
+        0,
+        "a published as b"
+    );
 
     // b's error replies reach b, not a.
     b.client
-        .publish(format!("{root}/d/scale-b/obs"), QoS::AtLeastOnce, false, "not json")
+        .publish(
+            format!("{root}/d/scale-b/obs"),
+            QoS::AtLeastOnce,
+            false,
+            "not json",
+        )
         .await?;
     let (topic, payload) = tokio::time::timeout(T, b.inbox.recv())
         .await?
@@ -365,7 +385,12 @@ async fn a_device_cannot_publish_or_read_as_another_and_revocation_is_immediate(
     // a's own error reply comes after b's would have (the gateway answers
     // in order); a must see only its own.
     a.client
-        .publish(format!("{root}/d/scale-a/obs"), QoS::AtLeastOnce, false, "not json")
+        .publish(
+            format!("{root}/d/scale-a/obs"),
+            QoS::AtLeastOnce,
+            false,
+            "not json",
+        )
         .await?;
     let (topic, _) = tokio::time::timeout(T, a.inbox.recv())
         .await?
@@ -410,7 +435,10 @@ async fn a_device_cannot_publish_or_read_as_another_and_revocation_is_immediate(
         "--mqtt-url",
         &gateway_url,
     ])?;
-    ensure!(out.contains("revoked already") && out.contains("reload"), "{out}");
+    ensure!(
+        out.contains("revoked already") && out.contains("reload"),
+        "{out}"
+    );
     ensure!(
         !std::fs::read_to_string(dir.join("passwd"))?.contains("scale-a:"),
         "a revoked device left in the passwd file"
@@ -538,7 +566,11 @@ async fn mqtt_over_tls_works_and_refuses_without_a_valid_certificate_or_password
         ),
         (
             "an untrusted broker certificate",
-            options(port, Some(("scale-t", &password)), Some(trusting(&other_ca)?)),
+            options(
+                port,
+                Some(("scale-t", &password)),
+                Some(trusting(&other_ca)?),
+            ),
         ),
         (
             "plain MQTT on the TLS port",
