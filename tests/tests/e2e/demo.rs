@@ -82,13 +82,13 @@ async fn the_demo_runs_shows_alerts_and_stops_cleanly() -> Result<()> {
     Ok(())
 }
 
-/// The embedded broker's guard refuses what Mosquitto with vaka's ACL
-/// refuses: wrong or missing passwords, a device's password used under
-/// another device's name, and a subscription to another device's replies.
-/// (The publish rule is covered by the guard's unit tests.)
+/// The embedded broker enforces the same rule as Mosquitto with vaka's
+/// ACL: a device logs in as itself, publishes only under its own topics
+/// and subscribes only to its own replies.
 #[tokio::test]
 async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
-    use crate::security::{options, try_connect, vaka};
+    use crate::security::{options, try_connect, vaka, weight};
+    use rumqttc::QoS;
 
     let log = std::env::temp_dir().join(format!("{}.log", unique("vaka-demo-")));
     let mut child = tokio::process::Command::new(vaka_binary()?)
@@ -178,9 +178,63 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
     .await;
     anyhow::ensure!(sneaky.is_err(), "subscribed to another device's replies");
 
-    // (Publishing through the guard with these fresh credentials is not
-    // asserted here: see the report of issue 7, a re-provisioned device's
-    // connection is cut by rumqttd behind the guard.)
+    let device = try_connect(
+        options(port, Some((me, &password)), None),
+        &[format!("vaka/v1/d/{me}/err")],
+    )
+    .await
+    .map_err(|e| anyhow!("connect as {me}: {e}"))?;
+    // A reading in the other's name (its topic and its base name), then
+    // one in our own: the guard keeps the order, so once ours is stored,
+    // the other would have been too.
+    let t = now_s() - 17.0;
+    device
+        .client
+        .publish(
+            format!("vaka/v1/d/{other}/obs"),
+            QoS::AtLeastOnce,
+            false,
+            weight(other, t, 133.3),
+        )
+        .await?;
+    device
+        .client
+        .publish(
+            format!("vaka/v1/d/{me}/obs"),
+            QoS::AtLeastOnce,
+            false,
+            weight(me, t, 122.2),
+        )
+        .await?;
+    let store = vaka_hub::store::Store::connect(&database).await?;
+    let at = |device: String| {
+        let store = store.clone();
+        async move {
+            let vaka_hub::store::Store::Sqlite(pool) = &store else {
+                return None;
+            };
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM observations WHERE device_id = $1 AND time = $2",
+            )
+            .bind(device)
+            .bind((t * 1000.0).round() as i64)
+            .fetch_one(pool)
+            .await
+            .ok()
+        }
+    };
+    eventually(
+        "our own reading stored",
+        Duration::from_secs(30),
+        || async { (at(me.clone()).await? == 1).then_some(()) },
+    )
+    .await?;
+    assert_eq!(
+        at(other.clone()).await,
+        Some(0),
+        "published as another device"
+    );
+    store.close().await;
     let _ = child.kill().await;
     Ok(())
 }
