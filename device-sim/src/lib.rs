@@ -73,6 +73,11 @@ pub struct SimConfig {
     pub history_days: u32,
     /// MQTT client ids are `{client_prefix}-{device id}`.
     pub client_prefix: String,
+    /// Per-device passwords (device id → password): a device listed here
+    /// logs in as itself (username = device id), as a real device with its
+    /// own credentials (`vaka device provision`) does; the others use the
+    /// URL's `user:password`, if any.
+    pub credentials: std::collections::HashMap<String, String>,
 }
 
 impl Default for SimConfig {
@@ -83,6 +88,7 @@ impl Default for SimConfig {
             seed: 42,
             history_days: 14,
             client_prefix: "vaka-sim".into(),
+            credentials: Default::default(),
         }
     }
 }

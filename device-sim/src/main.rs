@@ -125,6 +125,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         seed: args.roster.seed,
         history_days: args.history_days,
         client_prefix: args.client_prefix,
+        credentials: Default::default(),
     };
     let report = vaka_sim::run(&roster, config, shutdown).await?;
     info!(

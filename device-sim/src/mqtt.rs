@@ -237,7 +237,17 @@ pub async fn run_with(
     for (pi, patient) in roster.patients.iter().enumerate() {
         for (d, id) in patient.devices.iter().zip(ids.by_ref()) {
             let topics = Topics::new(&root, &id);
-            let (client, eventloop) = connect(&broker, &config.client_prefix, &d.id, &topics);
+            let login = match config.credentials.get(&d.id) {
+                Some(password) => Some((d.id.clone(), password.clone())),
+                None => broker.credentials.clone(),
+            };
+            let (client, eventloop) = connect(
+                &broker,
+                login.as_ref(),
+                &config.client_prefix,
+                &d.id,
+                &topics,
+            );
             let (ready_tx, ready_rx) = oneshot::channel();
             let poll = DevicePoll {
                 link: links.len(),
@@ -322,6 +332,7 @@ pub async fn run_with(
 /// The MQTT client of one device, with its last will.
 fn connect(
     broker: &Broker,
+    login: Option<&(String, String)>,
     prefix: &str,
     device: &str,
     topics: &Topics,
@@ -341,7 +352,7 @@ fn connect(
             QoS::AtLeastOnce,
             true,
         ));
-    if let Some((user, pass)) = &broker.credentials {
+    if let Some((user, pass)) = login {
         options.set_credentials(user.clone(), pass.clone());
     }
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);

@@ -78,6 +78,7 @@ async fn every_device_speaks_and_a_cuff_answers_remeasure() -> anyhow::Result<()
         seed: 7,
         history_days: 2,
         client_prefix: root_name.clone(),
+        credentials: Default::default(),
     };
     let timing = Timing {
         remeasure_delay: Duration::from_millis(500),

@@ -9,6 +9,10 @@
 //! batch is retried with back-off and nothing is acknowledged: the broker
 //! keeps the messages, and stops sending more once its in-flight window is
 //! full. That is the back-pressure, and nothing is dropped.
+//!
+//! Before validation each message passes its device's token bucket
+//! ([`crate::throttle`]): a flooding device's excess is refused unparsed,
+//! so it cannot crowd out the other devices' messages.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -26,6 +30,7 @@ use crate::error::{RejectCode, Rejection};
 use crate::metrics::GatewayMetrics;
 use crate::model::{Content, UnixMillis};
 use crate::mqtt::Received;
+use crate::throttle::{Admit, LimitReport, Throttle};
 use crate::topics::{Channel, DeviceId, ParsedTopic, TopicRoot};
 use crate::validate::{self, Limits};
 
@@ -63,6 +68,14 @@ pub trait Sink: Send {
         &mut self,
         messages: &[Message],
     ) -> impl Future<Output = Result<Vec<Disposition>, SinkError>> + Send;
+
+    /// Devices that began or ended an episode of breaking their limits
+    /// (too fast, too large): the hub raises or clears a technical alert.
+    /// Called after the batch's acknowledgements; it cannot fail the batch.
+    fn report_limits(&mut self, reports: Vec<LimitReport>) -> impl Future<Output = ()> + Send {
+        let _ = reports;
+        std::future::ready(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,11 +117,13 @@ fn topic_of(p: &Publish) -> &str {
 enum Item {
     /// Not a topic of ours: acknowledge and forget.
     Foreign,
-    /// Refused before storage: answer on `err_topic`.
+    /// Refused before storage: answer on `err_topic` (unless `quiet`: a
+    /// flooding device gets one reply per second, not one per message).
     Rejected {
         err_topic: String,
         rejection: Rejection,
         reference: String,
+        quiet: bool,
     },
     /// Handed to the sink as `messages[index]`.
     Accepted { index: usize },
@@ -123,16 +138,28 @@ pub(crate) struct Batcher<S> {
     pub config: BatchConfig,
     pub metrics: GatewayMetrics,
     pub clock: fn() -> UnixMillis,
+    pub throttle: Throttle,
 }
 
 impl<S: Sink> Batcher<S> {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut received = Vec::with_capacity(self.config.max_messages);
+        // How often idle devices' episodes are looked at (to end them).
+        let every = (self.throttle.limit().calm_after / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut sweep = tokio::time::interval(every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             received.clear();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = sweep.tick() => {
+                    let mut reports = Vec::new();
+                    self.throttle.sweep(Instant::now(), &mut reports);
+                    self.report(reports).await;
+                    continue;
+                }
                 first = self.rx.recv() => match first {
                     Some(r) => received.push(r),
                     None => break,
@@ -182,8 +209,9 @@ impl<S: Sink> Batcher<S> {
         let now = (self.clock)();
         let mut items = Vec::with_capacity(received.len());
         let mut messages = Vec::with_capacity(received.len());
+        let mut reports = Vec::new();
         for r in received {
-            items.push(self.classify(r, now, &mut messages));
+            items.push(self.classify(r, now, &mut messages, &mut reports));
         }
 
         let dispositions = if messages.is_empty() {
@@ -203,8 +231,13 @@ impl<S: Sink> Batcher<S> {
                     err_topic,
                     rejection,
                     reference,
+                    quiet,
                 } => {
-                    self.reply(err_topic, topic_of(&r.publish), rejection, reference);
+                    if *quiet {
+                        self.metrics.reject(rejection.code);
+                    } else {
+                        self.reply(err_topic, topic_of(&r.publish), rejection, reference);
+                    }
                 }
                 Item::Accepted { index } => {
                     let message = &messages[*index];
@@ -234,10 +267,37 @@ impl<S: Sink> Batcher<S> {
             self.ack(&r.publish).await;
         }
         self.metrics.batch_size.observe(received.len() as f64);
+        self.report(reports).await;
         true
     }
 
-    fn classify(&self, r: &Received, now: UnixMillis, messages: &mut Vec<Message>) -> Item {
+    async fn report(&mut self, reports: Vec<LimitReport>) {
+        self.metrics
+            .devices_over_limit
+            .set(self.throttle.flooding() as i64);
+        if reports.is_empty() {
+            return;
+        }
+        for r in &reports {
+            match r {
+                LimitReport::Exceeded { device, code, .. } => {
+                    warn!(%device, %code, "device over its limits; its excess is refused")
+                }
+                LimitReport::Calm { device, dropped } => {
+                    info!(%device, dropped, "device back within its limits")
+                }
+            }
+        }
+        self.sink.report_limits(reports).await;
+    }
+
+    fn classify(
+        &mut self,
+        r: &Received,
+        now: UnixMillis,
+        messages: &mut Vec<Message>,
+        reports: &mut Vec<LimitReport>,
+    ) -> Item {
         let (device, channel) = match self.root.parse(topic_of(&r.publish)) {
             ParsedTopic::Device(device, channel) => (device, channel),
             ParsedTopic::BadDeviceId(raw, _) => {
@@ -251,6 +311,7 @@ impl<S: Sink> Batcher<S> {
                         ),
                     ),
                     reference: validate::reference(&r.publish.payload, None),
+                    quiet: false,
                 };
             }
             ParsedTopic::Other => {
@@ -258,6 +319,23 @@ impl<S: Sink> Batcher<S> {
                 return Item::Foreign;
             }
         };
+        // The bucket first: a flooding device's excess is not even parsed.
+        if let Admit::RateLimited { reply } = self.throttle.admit(&device, r.instant, reports) {
+            return Item::Rejected {
+                err_topic: self.root.topic(&device, Channel::Err),
+                rejection: Rejection::new(
+                    RejectCode::RateLimited,
+                    format!(
+                        "too many messages from this device; this one was not stored. \
+                         Send at most {} per second (a backlog of up to {} at once), and send it again",
+                        self.throttle.limit().rate,
+                        self.throttle.limit().burst
+                    ),
+                ),
+                reference: validate::reference(&r.publish.payload, None),
+                quiet: !reply,
+            };
+        }
         let verdict = validate::validate(&device, channel, &r.publish.payload, now, &self.limits);
         match verdict.outcome {
             Ok(accepted) => {
@@ -276,11 +354,18 @@ impl<S: Sink> Batcher<S> {
                     index: messages.len() - 1,
                 }
             }
-            Err(rejection) => Item::Rejected {
-                err_topic: self.root.topic(&device, Channel::Err),
-                rejection,
-                reference: verdict.reference,
-            },
+            Err(rejection) => {
+                if rejection.code == RejectCode::TooLarge {
+                    self.throttle
+                        .too_large(&device, r.publish.payload.len(), r.instant, reports);
+                }
+                Item::Rejected {
+                    err_topic: self.root.topic(&device, Channel::Err),
+                    rejection,
+                    reference: verdict.reference,
+                    quiet: false,
+                }
+            }
         }
     }
 

@@ -21,10 +21,13 @@ pub enum RejectCode {
     RateLimited,
     UnknownDevice,
     UnboundDevice,
+    /// The device's credentials were revoked: quarantined, like an
+    /// unknown device's messages.
+    RevokedDevice,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 12] = [
+    pub const ALL: [RejectCode; 13] = [
         RejectCode::BadJson,
         RejectCode::BadSenml,
         RejectCode::UnknownName,
@@ -37,6 +40,7 @@ impl RejectCode {
         RejectCode::RateLimited,
         RejectCode::UnknownDevice,
         RejectCode::UnboundDevice,
+        RejectCode::RevokedDevice,
     ];
 
     /// The wire form, e.g. `"out_of_range"`.
@@ -54,6 +58,7 @@ impl RejectCode {
             RejectCode::RateLimited => "rate_limited",
             RejectCode::UnknownDevice => "unknown_device",
             RejectCode::UnboundDevice => "unbound_device",
+            RejectCode::RevokedDevice => "revoked_device",
         }
     }
 
@@ -97,4 +102,6 @@ pub enum Error {
     MqttUrl { url: String, reason: String },
     #[error("invalid topic root {0:?}: it must be one or more topic levels without wildcards")]
     TopicRoot(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }

@@ -13,6 +13,7 @@
 //! - [`validate`]: pure `bytes → Accepted | Rejection`.
 //! - [`error`]: [`RejectCode`] and [`Rejection`] (input), [`Error`] (ours).
 //! - `mqtt`: the rumqttc poll loop, which only polls and forwards.
+//! - [`throttle`]: per-device token buckets and limit episodes.
 //! - `batch`: group commit: collect for a few milliseconds, commit once
 //!   through the [`Sink`], then answer rejections and acknowledge in order.
 
@@ -22,6 +23,8 @@ pub use serde as __serde;
 pub mod error;
 pub mod model;
 pub mod senml;
+pub mod throttle;
+pub mod tls;
 pub mod topics;
 pub mod validate;
 
@@ -36,6 +39,8 @@ mod mqtt;
 pub use batch::{BatchConfig, Disposition, Message, Sink, SinkError};
 pub use metrics::GatewayMetrics;
 pub use mqtt::{BrokerAddress, MqttConfig};
+pub use throttle::{LimitReport, RateLimit};
+pub use tls::TlsFiles;
 
 use std::time::Duration;
 
@@ -57,6 +62,8 @@ pub struct GatewayConfig {
     pub topic_root: TopicRoot,
     pub limits: Limits,
     pub batch: BatchConfig,
+    /// Per-device message rate.
+    pub rate: RateLimit,
     /// The hub's clock, for `future_time` / `too_old` and receive times.
     pub clock: fn() -> UnixMillis,
 }
@@ -68,6 +75,7 @@ impl GatewayConfig {
             topic_root,
             limits: Limits::default(),
             batch: BatchConfig::default(),
+            rate: RateLimit::default(),
             clock: UnixMillis::now,
         }
     }
@@ -168,6 +176,7 @@ impl Gateway {
             config: self.config.batch,
             metrics: self.metrics,
             clock: self.config.clock,
+            throttle: throttle::Throttle::new(self.config.rate),
         };
         batcher.run(shutdown).await;
         // The poll loop flushes the last acknowledgements and our DISCONNECT;

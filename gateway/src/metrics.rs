@@ -32,6 +32,8 @@ pub struct GatewayMetrics {
     /// Received, not yet taken into a batch.
     pub intake_queue: Gauge,
     pub intake_dropped: Counter,
+    /// Devices in an episode of breaking their rate or size limits.
+    pub devices_over_limit: Gauge,
     pub batch_size: Histogram,
     pub commit_seconds: Histogram,
     /// Receive → committed, per message.
@@ -60,6 +62,7 @@ impl Default for GatewayMetrics {
             connected: Gauge::default(),
             intake_queue: Gauge::default(),
             intake_dropped: Counter::default(),
+            devices_over_limit: Gauge::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             ingest_lag_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -129,6 +132,11 @@ impl GatewayMetrics {
             "intake_dropped",
             "Messages dropped because the intake queue was full (QoS 1 ones are redelivered)",
             self.intake_dropped.clone(),
+        );
+        r.register(
+            "devices_over_limit",
+            "Devices currently over their message rate or size limits (their excess is refused)",
+            self.devices_over_limit.clone(),
         );
         r.register(
             "ingest_batch_messages",

@@ -22,25 +22,30 @@
 //! message is not lost: unacknowledged, the broker sends it again on the
 //! next connection.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Publish};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions};
-use rumqttc::{NetworkOptions, Outgoing};
+use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::error::Error;
 use crate::metrics::GatewayMetrics;
 use crate::model::UnixMillis;
+use crate::tls::{self, TlsFiles};
 use crate::topics::{Channel, TopicRoot};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// `mqtt://[user:password@]host[:port]`
+    /// `mqtt://[user:password@]host[:port]`, or `mqtts://…` for TLS
+    /// (port 8883 by default).
     pub url: String,
+    /// CA and client certificate for `mqtts://`.
+    pub tls: TlsFiles,
     /// Fixed, so the broker keeps our persistent session across restarts.
     pub client_id: String,
     pub keep_alive: Duration,
@@ -57,6 +62,7 @@ impl MqttConfig {
     pub fn new(url: impl Into<String>, client_id: impl Into<String>) -> Self {
         MqttConfig {
             url: url.into(),
+            tls: TlsFiles::default(),
             client_id: client_id.into(),
             keep_alive: Duration::from_secs(15),
             inflight: 10_000,
@@ -65,12 +71,14 @@ impl MqttConfig {
     }
 }
 
-/// Host, port and credentials of an `mqtt://` URL.
+/// Host, port and credentials of an `mqtt://` or `mqtts://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
     pub host: String,
     pub port: u16,
     pub credentials: Option<(String, String)>,
+    /// `mqtts://` (or `ssl://`): TLS.
+    pub tls: bool,
 }
 
 impl BrokerAddress {
@@ -79,10 +87,18 @@ impl BrokerAddress {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| bad("expected mqtt://host[:port]"))?;
+        let (rest, tls) = if let Some(rest) = url
+            .strip_prefix("mqtts://")
+            .or_else(|| url.strip_prefix("ssl://"))
+        {
+            (rest, true)
+        } else {
+            let rest = url
+                .strip_prefix("mqtt://")
+                .or_else(|| url.strip_prefix("tcp://"))
+                .ok_or_else(|| bad("expected mqtt://host[:port] or mqtts://host[:port]"))?;
+            (rest, false)
+        };
         let rest = rest.trim_end_matches('/');
         let (credentials, hostport) = match rest.rsplit_once('@') {
             Some((userinfo, hostport)) => {
@@ -93,7 +109,7 @@ impl BrokerAddress {
         };
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad("port is not a number"))?),
-            None => (hostport, 1883),
+            None => (hostport, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(bad("no host"));
@@ -102,6 +118,7 @@ impl BrokerAddress {
             host: host.to_owned(),
             port,
             credentials,
+            tls,
         })
     }
 }
@@ -109,6 +126,7 @@ impl BrokerAddress {
 /// Builds a client with manual acknowledgements and a persistent session.
 pub(crate) fn connect(config: &MqttConfig) -> Result<(AsyncClient, EventLoop), Error> {
     let addr = BrokerAddress::parse(&config.url)?;
+    let tls = addr.tls;
     let mut options = MqttOptions::new(&config.client_id, addr.host, addr.port);
     let packet = u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX);
     // Room for the acknowledgements of a whole in-flight window.
@@ -124,6 +142,12 @@ pub(crate) fn connect(config: &MqttConfig) -> Result<(AsyncClient, EventLoop), E
         .set_connection_timeout(10);
     if let Some((user, pass)) = addr.credentials {
         options.set_credentials(user, pass);
+    }
+    if tls {
+        let client = tls::client_config(&config.tls)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(client),
+        )));
     }
     let mut network = NetworkOptions::new();
     // Nagle's algorithm would hold our acks and replies back by ~15 ms a hop.
@@ -240,6 +264,9 @@ mod tests {
         let a = BrokerAddress::parse("mqtt://gw:s3cret@broker.example").unwrap();
         assert_eq!(a.port, 1883);
         assert_eq!(a.credentials, Some(("gw".into(), "s3cret".into())));
+        let a = BrokerAddress::parse("mqtts://broker.example").unwrap();
+        assert_eq!((a.port, a.tls), (8883, true));
+        assert!(!BrokerAddress::parse("mqtt://h").unwrap().tls);
         assert!(BrokerAddress::parse("http://x").is_err());
         assert!(BrokerAddress::parse("mqtt://:1883").is_err());
         assert!(BrokerAddress::parse("mqtt://h:port").is_err());

@@ -53,7 +53,7 @@ impl Responsibility {
         use RuleId::*;
         match rule {
             MissedDose | RefillDue | DispenserFault | Fall | HelpButton => Responsibility::HomeCare,
-            DeviceOffline | LowBattery | CtgSignalLoss => Responsibility::Shared,
+            DeviceOffline | LowBattery | CtgSignalLoss | DeviceFlooding => Responsibility::Shared,
             _ => Responsibility::Clinical,
         }
     }

@@ -1,9 +1,17 @@
 //! `vaka demo`: the whole system on one machine with nothing installed: an
 //! embedded MQTT broker (rumqttd) on a free port, a fresh SQLite database,
 //! the hub, and the device simulator with about 50 patients.
+//!
+//! Access control as in production: every simulated device gets its own
+//! credentials (stored hashed, like `vaka device provision`), and devices
+//! reach rumqttd only through the [`guard`](crate::guard), which lets a
+//! device publish only under its own topics and read only its own replies.
+//! The gateway has an account of its own on a listener of its own.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -37,6 +45,7 @@ pub enum DemoError {
 }
 
 const TOPIC_ROOT: &str = "vaka/v1";
+const GATEWAY_USER: &str = "vaka-gateway";
 
 pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
     let database_url = match &options.database_url {
@@ -49,14 +58,46 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     let store = Store::connect(&database_url).await?;
     store.migrate().await?;
 
-    // Devices speak MQTT 3.1.1, the gateway MQTT 5: one listener each.
-    let mqtt_port = free_port()?;
-    let gateway_port = free_port()?;
-    start_broker(mqtt_port, gateway_port)?;
-
     let roster = vaka_sim::roster(options.seed, options.patients);
-    register(&store, &roster).await?;
+    let passwords = register(&store, &roster).await?;
     seed_staff(&store, &roster).await?;
+
+    // Devices speak MQTT 3.1.1, the gateway MQTT 5: one listener each. The
+    // devices' one is behind the guard, which does all the checking;
+    // rumqttd's own device listener is on loopback only (a local process
+    // could go round the guard there: this is a demo on one machine). The
+    // gateway's listener wants the gateway's account.
+    let guard_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let mqtt_port = guard_listener.local_addr()?.port();
+    let upstream_port = free_port()?;
+    let gateway_port = free_port()?;
+    let gateway_password =
+        crate::credentials::new_password().map_err(|e| DemoError::Broker(e.to_string()))?;
+    start_broker(
+        upstream_port,
+        gateway_port,
+        (GATEWAY_USER, &gateway_password),
+    )?;
+    let guard_store = store.clone();
+    let authenticate: crate::guard::Authenticate = Arc::new(
+        move |user: String, password: String| -> crate::guard::Verdict {
+            let store = guard_store.clone();
+            Box::pin(async move {
+                let Ok(Some(c)) = store.device_credential(&user).await else {
+                    return false;
+                };
+                c.revoked_at.is_none()
+                    && crate::credentials::verify_password(&password, &c.password_hash)
+            })
+        },
+    );
+    tokio::spawn(crate::guard::serve(
+        guard_listener,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port)),
+        TOPIC_ROOT.to_owned(),
+        authenticate,
+        shutdown.child_token(),
+    ));
 
     let listener = match TcpListener::bind(options.http).await {
         Ok(l) => l,
@@ -81,7 +122,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         "  Patients:  {}  ({devices} simulated devices)",
         roster.patients.len()
     );
-    println!("  MQTT:      mqtt://127.0.0.1:{mqtt_port}  (topic root {TOPIC_ROOT})");
+    println!(
+        "  MQTT:      mqtt://127.0.0.1:{mqtt_port}  (topic root {TOPIC_ROOT}; each device logs in as itself)"
+    );
     println!("  Database:  {database_url}");
     println!();
     println!("  Press Ctrl-C to stop.");
@@ -91,13 +134,15 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     let mqtt_url = format!("mqtt://127.0.0.1:{mqtt_port}");
     let config = HubConfig {
         mqtt: MqttConfig::new(
-            format!("mqtt://127.0.0.1:{gateway_port}"),
+            format!("mqtt://{GATEWAY_USER}:{gateway_password}@127.0.0.1:{gateway_port}"),
             "vaka-demo-gateway",
         ),
         topic_root,
         api_token: token,
         limits: Default::default(),
         batch: Default::default(),
+        rate: Default::default(),
+        https: None,
         policy: Default::default(),
         login: Default::default(),
     };
@@ -111,6 +156,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         seed: options.seed,
         history_days: options.history_days,
         client_prefix: "vaka-demo".into(),
+        credentials: passwords,
     };
     let sim = tokio::spawn(async move { vaka_sim::run(&roster, sim_config, sim_stop).await });
 
@@ -148,22 +194,28 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Starts rumqttd on its own thread (it runs its own runtimes and blocks).
-fn start_broker(devices_port: u16, gateway_port: u16) -> Result<(), DemoError> {
-    use std::collections::HashMap;
-    let server = |name: &str, port: u16| rumqttd::ServerSettings {
-        name: name.into(),
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: rumqttd::ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: 1024 * 1024,
-            max_inflight_count: 1000,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
+/// The gateway's listener wants the gateway's account; the devices' one is
+/// reached through the guard.
+fn start_broker(
+    devices_port: u16,
+    gateway_port: u16,
+    gateway: (&str, &str),
+) -> Result<(), DemoError> {
+    let server =
+        |name: &str, port: u16, auth: Option<HashMap<String, String>>| rumqttd::ServerSettings {
+            name: name.into(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: 1024 * 1024,
+                max_inflight_count: 1000,
+                auth,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
     let config = rumqttd::Config {
         router: rumqttd::RouterConfig {
             max_connections: 10_000,
@@ -174,11 +226,18 @@ fn start_broker(devices_port: u16, gateway_port: u16) -> Result<(), DemoError> {
         },
         v4: Some(HashMap::from([(
             "devices".to_owned(),
-            server("devices", devices_port),
+            server("devices", devices_port, None),
         )])),
         v5: Some(HashMap::from([(
             "gateway".to_owned(),
-            server("gateway", gateway_port),
+            server(
+                "gateway",
+                gateway_port,
+                Some(HashMap::from([(
+                    gateway.0.to_owned(),
+                    gateway.1.to_owned(),
+                )])),
+            ),
         )])),
         ..Default::default()
     };
@@ -212,9 +271,14 @@ async fn wait_until_ready(http: SocketAddr) -> Result<(), DemoError> {
     ))
 }
 
-/// Registers the simulated patients and devices (idempotent).
-async fn register(store: &Store, roster: &vaka_sim::Roster) -> Result<(), StoreError> {
+/// Registers the simulated patients and devices (idempotent), and gives
+/// every device new credentials; returns their passwords, by device id.
+async fn register(
+    store: &Store,
+    roster: &vaka_sim::Roster,
+) -> Result<HashMap<String, String>, DemoError> {
     let now = UnixMillis::now();
+    let mut passwords = HashMap::new();
     for p in &roster.patients {
         let patient = NewPatient {
             patient_id: p.id.clone(),
@@ -224,7 +288,7 @@ async fn register(store: &Store, roster: &vaka_sim::Roster) -> Result<(), StoreE
         };
         match store.create_patient(&patient, now).await {
             Ok(_) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         for d in &p.devices {
             match store.register_device(&d.id, d.kind, now).await {
@@ -232,11 +296,17 @@ async fn register(store: &Store, roster: &vaka_sim::Roster) -> Result<(), StoreE
                     store.bind_device(&d.id, &p.id, None, now).await?;
                 }
                 Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
+            let password =
+                crate::credentials::new_password().map_err(|e| DemoError::Broker(e.to_string()))?;
+            let hash = crate::credentials::hash_password(&password)
+                .map_err(|e| DemoError::Broker(e.to_string()))?;
+            store.provision_device(&d.id, &hash, now).await?;
+            passwords.insert(d.id.clone(), password);
         }
     }
-    Ok(())
+    Ok(passwords)
 }
 
 /// The demo's care units and staff (printed at start). The passwords are

@@ -4,6 +4,10 @@
 //!
 //! Passing only new records is what makes a redelivered message raise no
 //! alert twice: the store's unique keys decide what is new.
+//!
+//! The registry is read for every batch, so a device revoked with `vaka
+//! device revoke` is refused (quarantined as `revoked_device`) from the
+//! next batch on, whatever its broker connection still allows.
 
 use std::collections::HashMap;
 
@@ -11,7 +15,8 @@ use tokio::sync::mpsc;
 use tracing::error;
 use vaka_gateway::model::{Content, EventKind};
 use vaka_gateway::{
-    Disposition, Message, RejectCode, Rejection, Sink, SinkError, TopicRoot, UnixMillis,
+    Disposition, LimitReport, Message, RejectCode, Rejection, Sink, SinkError, TopicRoot,
+    UnixMillis,
 };
 
 use crate::engine::task::{EngineMsg, Ingested};
@@ -38,6 +43,9 @@ fn file<'r>(
     let Some(rows) = registry.get(device) else {
         return Filing::Quarantine(RejectCode::UnknownDevice);
     };
+    if rows.iter().any(|r| r.revoked) {
+        return Filing::Quarantine(RejectCode::RevokedDevice);
+    }
     rows.iter()
         .find_map(|r| {
             let from = r.valid_from?.0;
@@ -56,6 +64,9 @@ fn quarantine_detail(code: RejectCode, device: &str) -> String {
     match code {
         RejectCode::UnknownDevice => format!(
             "device {device} is not registered; the message is kept in quarantine for an administrator"
+        ),
+        RejectCode::RevokedDevice => format!(
+            "the credentials of device {device} were revoked; the message is kept in quarantine for an administrator"
         ),
         _ => format!(
             "device {device} is not bound to a patient at the time of the readings; \
@@ -176,5 +187,16 @@ impl Sink for Ingest {
             }
         }
         Ok(dispositions)
+    }
+
+    async fn report_limits(&mut self, reports: Vec<LimitReport>) {
+        if self
+            .engine
+            .send(EngineMsg::DeviceLimits(reports))
+            .await
+            .is_err()
+        {
+            error!("the engine has stopped; a device over its limits was not reported");
+        }
     }
 }

@@ -18,8 +18,10 @@
 pub mod access;
 pub mod alerts;
 pub mod board;
+pub mod credentials;
 pub mod demo;
 pub mod engine;
+pub mod guard;
 pub mod http;
 pub mod ingest;
 pub mod live;
@@ -28,6 +30,7 @@ pub mod passwords;
 pub mod plans;
 pub mod replay;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +55,10 @@ pub struct HubConfig {
     pub api_token: String,
     pub limits: Limits,
     pub batch: BatchConfig,
+    /// Per-device message rate (the gateway's token buckets).
+    pub rate: vaka_gateway::RateLimit,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub https: Option<Arc<rustls::ServerConfig>>,
     /// Escalation and snooze limits of alerts.
     pub policy: alerts::Policy,
     /// Staff logins: lockout, session length, cookie flags.
@@ -85,6 +92,7 @@ pub async fn run(
     let mut gateway_config = GatewayConfig::new(config.mqtt.clone(), config.topic_root.clone());
     gateway_config.limits = config.limits.clone();
     gateway_config.batch = config.batch.clone();
+    gateway_config.rate = config.rate.clone();
     let (gateway, gateway_handle) = Gateway::new(gateway_config, metrics.gateway.clone())?;
 
     let (engine_tx, engine_rx) = mpsc::channel(1024);
@@ -123,7 +131,13 @@ pub async fn run(
     };
     intake.spawn(gateway.run(ingest, intake_stop.clone()));
     let http_stop = intake_stop.clone();
-    let http = intake.spawn(async move { http::serve(listener, app, http_stop).await });
+    let https = config.https.clone();
+    let http = intake.spawn(async move {
+        match https {
+            Some(tls) => tls::serve(listener, tls, app, http_stop).await,
+            None => http::serve(listener, app, http_stop).await,
+        }
+    });
     intake.spawn(maintain(
         store.clone(),
         metrics.clone(),

@@ -69,6 +69,12 @@ enum Command {
     /// Staff accounts: add one, or set a new password (which also unlocks).
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Device credentials: each device has its own MQTT account.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Write Mosquitto's password file and ACL file from the database
+    /// (every device with live credentials, and the gateway's account).
+    MosquittoConfig(MosquittoConfigArgs),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +122,81 @@ enum StaffCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Issue new credentials to a device (printed once; only a hash is
+    /// stored). Replaces earlier ones and lifts a revocation.
+    Provision(ProvisionArgs),
+    /// Revoke a device's credentials: the gateway refuses (quarantines)
+    /// its messages from the next batch on, and the broker config leaves
+    /// it out.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+struct ProvisionArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The device id (also its MQTT username).
+    id: String,
+    /// Register the device first, as this kind (scale, bp_cuff,
+    /// pulse_oximeter, thermometer, fetal_monitor, dispenser, fall_sensor),
+    /// if it is not registered yet.
+    #[arg(long)]
+    kind: Option<String>,
+    #[command(flatten)]
+    broker: BrokerFilesArgs,
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The device id.
+    id: String,
+    #[command(flatten)]
+    broker: BrokerFilesArgs,
+}
+
+/// Where the broker's files are, to rewrite them after a change.
+#[derive(Args)]
+struct BrokerFilesArgs {
+    /// Rewrite the Mosquitto files in this directory afterwards (as
+    /// `vaka mosquitto-config --out DIR` does).
+    #[arg(long, env = "VAKA_MOSQUITTO_DIR")]
+    mosquitto_dir: Option<std::path::PathBuf>,
+    /// Then send SIGHUP to the Mosquitto whose pid is in this file, so it
+    /// reloads them.
+    #[arg(long, env = "VAKA_MOSQUITTO_PID_FILE", requires = "mosquitto_dir")]
+    mosquitto_pid_file: Option<std::path::PathBuf>,
+    /// MQTT topic root the ACL is written for.
+    #[arg(long, env = "VAKA_TOPIC_ROOT", default_value = "vaka/v1")]
+    topic_root: String,
+    /// The gateway's broker URL; its user:password is the gateway's account.
+    #[arg(long, env = "VAKA_MQTT_URL", hide_env_values = true)]
+    mqtt_url: Option<String>,
+}
+
+#[derive(Args)]
+struct MosquittoConfigArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Directory for `passwd` and `acl` (created if missing).
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Send SIGHUP to the Mosquitto whose pid is in this file afterwards.
+    #[arg(long, env = "VAKA_MOSQUITTO_PID_FILE")]
+    mosquitto_pid_file: Option<std::path::PathBuf>,
+    /// MQTT topic root the ACL is written for.
+    #[arg(long, env = "VAKA_TOPIC_ROOT", default_value = "vaka/v1")]
+    topic_root: String,
+    /// The gateway's broker URL, mqtt://user:password@host: its user and
+    /// password become the gateway's account, the only one that reads
+    /// every device's topics.
+    #[arg(long, env = "VAKA_MQTT_URL", hide_env_values = true)]
+    mqtt_url: String,
+}
+
 #[derive(Args)]
 struct ReplayArgs {
     #[command(flatten)]
@@ -155,9 +236,55 @@ struct ServeArgs {
     #[command(flatten)]
     database: DatabaseArgs,
 
-    /// MQTT broker: mqtt://[user:password@]host[:port]
-    #[arg(long, env = "VAKA_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    /// MQTT broker: mqtt://[user:password@]host[:port], or mqtts://… for
+    /// TLS (port 8883 by default).
+    #[arg(
+        long,
+        env = "VAKA_MQTT_URL",
+        default_value = "mqtt://127.0.0.1:1883",
+        hide_env_values = true
+    )]
     mqtt_url: String,
+
+    /// CA certificate (PEM) that signed the broker's certificate, for
+    /// mqtts:// (default: the system's trust store).
+    #[arg(long, env = "VAKA_MQTT_CA")]
+    mqtt_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for a broker that requires one.
+    #[arg(long, env = "VAKA_MQTT_CLIENT_CERT", requires = "mqtt_client_key")]
+    mqtt_client_cert: Option<std::path::PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "VAKA_MQTT_CLIENT_KEY", requires = "mqtt_client_cert")]
+    mqtt_client_key: Option<std::path::PathBuf>,
+
+    /// Serve HTTPS with this certificate chain (PEM) instead of HTTP.
+    #[arg(long, env = "VAKA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The HTTPS certificate's private key (PEM).
+    #[arg(long, env = "VAKA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// Messages per second a device may keep up; more are refused with
+    /// rate_limited (and raise device_flooding).
+    #[arg(long, env = "VAKA_DEVICE_RATE", default_value_t = 20.0)]
+    device_rate: f64,
+
+    /// Messages a device may send at once (e.g. a backlog) before its rate
+    /// applies.
+    #[arg(long, env = "VAKA_DEVICE_BURST", default_value_t = 2000)]
+    device_burst: u32,
+
+    /// Seconds a device must keep within its limits before its
+    /// device_flooding alert clears.
+    #[arg(long, env = "VAKA_DEVICE_CALM_SECS", default_value_t = 60)]
+    device_calm_secs: u64,
+
+    /// Largest payload accepted, in bytes; larger ones are too_large.
+    #[arg(long, env = "VAKA_MAX_PAYLOAD", default_value_t = 64 * 1024)]
+    max_payload: usize,
 
     /// MQTT client id of the gateway. Keep it fixed: the broker holds the
     /// gateway's persistent session (unacknowledged messages) under it.
@@ -281,6 +408,9 @@ fn main() -> ExitCode {
             Command::Replay(args) => replay(args).await,
             Command::Unit(cmd) => unit_command(cmd).await,
             Command::Staff(cmd) => staff_command(cmd).await,
+            Command::Device(DeviceCommand::Provision(args)) => provision(args).await,
+            Command::Device(DeviceCommand::Revoke(args)) => revoke(args).await,
+            Command::MosquittoConfig(args) => mosquitto_config(args).await,
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -586,6 +716,22 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             "--max-reading-age-days must be at least 1"
         )));
     }
+    if !(args.device_rate > 0.0 && args.device_rate.is_finite()) || args.device_burst < 1 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--device-rate must be above 0 and --device-burst at least 1"
+        )));
+    }
+    if args.max_payload < 1024 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--max-payload must be at least 1024 bytes"
+        )));
+    }
+    let https = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(vaka_hub::tls::server_config(cert, key).map_err(|e| Failure::Usage(e.into()))?)
+        }
+        _ => None,
+    };
     let store = connect(&args.database.database_url).await?;
     if !args.no_migrate {
         store.migrate().await.context("migration failed")?;
@@ -595,11 +741,20 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .with_context(|| format!("cannot listen on {}", args.http))?;
     let addr = listener.local_addr().context("no local address")?;
     // One line on stdout that scripts can read (the port, when it was 0).
-    println!("vaka: listening on http://{addr}");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    println!("vaka: listening on {scheme}://{addr}");
     let mut mqtt = MqttConfig::new(args.mqtt_url, args.mqtt_client_id);
     mqtt.inflight = args.mqtt_inflight;
+    mqtt.tls = vaka_gateway::TlsFiles {
+        ca: args.mqtt_ca,
+        client: args.mqtt_client_cert.zip(args.mqtt_client_key),
+    };
+    // Room above the payload limit for the packet's header and topic, so
+    // a too-large payload is still received, refused and answered.
+    mqtt.max_packet_bytes = mqtt.max_packet_bytes.max(args.max_payload + 64 * 1024);
     let limits = Limits {
         max_age_ms: args.max_reading_age_days * UnixMillis::DAY,
+        max_payload_bytes: args.max_payload,
         ..Limits::default()
     };
     let config = HubConfig {
@@ -612,6 +767,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             max_wait: Duration::from_millis(args.batch_wait_ms),
             ..BatchConfig::default()
         },
+        rate: vaka_gateway::RateLimit {
+            rate: args.device_rate,
+            burst: f64::from(args.device_burst),
+            calm_after: Duration::from_secs(args.device_calm_secs.max(1)),
+        },
+        https,
         policy: vaka_hub::alerts::Policy {
             escalate_high_after_ms: args.escalate_high_after_min * UnixMillis::MINUTE,
             escalate_medium_after_ms: args.escalate_medium_after_min * UnixMillis::MINUTE,
@@ -641,4 +802,180 @@ async fn run_demo(args: DemoArgs) -> Result<(), Failure> {
     demo::run(options, shutdown_on_signal())
         .await
         .map_err(|e| Failure::Runtime(e.into()))
+}
+
+// ------------------------------------------------------------ credentials
+
+async fn provision(args: ProvisionArgs) -> Result<(), Failure> {
+    let id = vaka_gateway::DeviceId::parse(&args.id).ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "device id {:?} must match [A-Za-z0-9_-]{{1,64}}",
+            args.id
+        ))
+    })?;
+    let kind = match &args.kind {
+        Some(k) => Some(
+            vaka_gateway::model::DeviceKind::parse(k)
+                .ok_or_else(|| Failure::Usage(anyhow::anyhow!("unknown device kind {k:?}")))?,
+        ),
+        None => None,
+    };
+    let store = connect(&args.database.database_url).await?;
+    store.migrate().await.context("migration failed")?;
+    let now = UnixMillis::now();
+    if let Some(kind) = kind
+        && store
+            .device(id.as_str())
+            .await
+            .context("database")?
+            .is_none()
+    {
+        store
+            .register_device(id.as_str(), kind, now)
+            .await
+            .context("cannot register the device")?;
+    }
+    let password = vaka_hub::credentials::new_password().context("no password")?;
+    let hash = vaka_hub::credentials::hash_password(&password).context("no hash")?;
+    match store.provision_device(id.as_str(), &hash, now).await {
+        Ok(()) => {}
+        Err(vaka_hub::store::StoreError::NotFound(_)) => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "device {id} is not registered (register it with POST /api/v1/devices, or give --kind)"
+            )));
+        }
+        Err(e) => return Err(Failure::Runtime(e.into())),
+    }
+    update_broker(&store, &args.broker).await?;
+    store.close().await;
+    // The one time the password is shown: it is not stored anywhere.
+    println!("device:   {id}");
+    println!("username: {id}");
+    println!("password: {password}");
+    println!(
+        "topics:   {}/d/{id}/{{obs,evt,status}} (publish), …/err and …/cmd (subscribe)",
+        args.broker.topic_root
+    );
+    Ok(())
+}
+
+async fn revoke(args: RevokeArgs) -> Result<(), Failure> {
+    let store = connect(&args.database.database_url).await?;
+    store.migrate().await.context("migration failed")?;
+    let revoked = match store.revoke_device(&args.id, UnixMillis::now()).await {
+        Ok(r) => r,
+        Err(vaka_hub::store::StoreError::NotFound(_)) => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "device {:?} is not registered",
+                args.id
+            )));
+        }
+        Err(e) => return Err(Failure::Runtime(e.into())),
+    };
+    update_broker(&store, &args.broker).await?;
+    store.close().await;
+    match revoked {
+        vaka_hub::store::Revoked::Now => println!("vaka: revoked the credentials of {}", args.id),
+        vaka_hub::store::Revoked::Already => {
+            println!("vaka: the credentials of {} were revoked already", args.id)
+        }
+    }
+    Ok(())
+}
+
+async fn update_broker(store: &Store, args: &BrokerFilesArgs) -> Result<(), Failure> {
+    let Some(dir) = &args.mosquitto_dir else {
+        return Ok(());
+    };
+    let Some(url) = &args.mqtt_url else {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--mosquitto-dir needs --mqtt-url (VAKA_MQTT_URL) with the gateway's user:password"
+        )));
+    };
+    write_mosquitto_files(store, dir, &args.topic_root, url).await?;
+    if let Some(pid_file) = &args.mosquitto_pid_file {
+        reload_mosquitto(pid_file)?;
+    }
+    Ok(())
+}
+
+async fn mosquitto_config(args: MosquittoConfigArgs) -> Result<(), Failure> {
+    let store = connect(&args.database.database_url).await?;
+    store.migrate().await.context("migration failed")?;
+    let n = write_mosquitto_files(&store, &args.out, &args.topic_root, &args.mqtt_url).await?;
+    store.close().await;
+    println!(
+        "vaka: wrote {} and {} ({n} device accounts and the gateway's)",
+        args.out.join("passwd").display(),
+        args.out.join("acl").display()
+    );
+    if let Some(pid_file) = &args.mosquitto_pid_file {
+        reload_mosquitto(pid_file)?;
+    }
+    Ok(())
+}
+
+/// Writes `passwd` and `acl` into `dir`; returns the number of devices.
+async fn write_mosquitto_files(
+    store: &Store,
+    dir: &std::path::Path,
+    topic_root: &str,
+    mqtt_url: &str,
+) -> Result<usize, Failure> {
+    use vaka_hub::credentials::{self, Account};
+    let root = TopicRoot::new(topic_root).map_err(|e| Failure::Usage(e.into()))?;
+    let address =
+        vaka_gateway::BrokerAddress::parse(mqtt_url).map_err(|e| Failure::Usage(e.into()))?;
+    let Some((gateway, gateway_password)) = address
+        .credentials
+        .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+    else {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "the gateway needs a broker account: give --mqtt-url mqtt://USER:PASSWORD@host"
+        )));
+    };
+    let mut accounts = store.broker_accounts().await.context("database")?;
+    let devices = accounts.len();
+    if accounts.iter().any(|a| a.username == gateway) {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "a device is called {gateway:?}, like the gateway's account; rename one"
+        )));
+    }
+    accounts.push(Account {
+        username: gateway.clone(),
+        password_hash: credentials::hash_password(&gateway_password).context("no hash")?,
+    });
+    let passwd = credentials::password_file(&accounts).map_err(|e| Failure::Runtime(e.into()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Readable by Mosquitto (group) but nobody else: hashes only, still.
+    credentials::write_atomically(&dir.join("passwd"), &passwd, 0o640)
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    credentials::write_atomically(
+        &dir.join("acl"),
+        &credentials::acl_file(root.as_str(), &gateway),
+        0o644,
+    )
+    .map_err(|e| Failure::Runtime(e.into()))?;
+    Ok(devices)
+}
+
+/// SIGHUP: Mosquitto reloads its password and ACL files.
+fn reload_mosquitto(pid_file: &std::path::Path) -> Result<(), Failure> {
+    let pid = std::fs::read_to_string(pid_file)
+        .with_context(|| format!("cannot read {}", pid_file.display()))?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .map_err(|_| Failure::Usage(anyhow::anyhow!("{} holds no pid", pid_file.display())))?;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "could not signal Mosquitto (pid {pid})"
+        )));
+    }
+    println!("vaka: told Mosquitto (pid {pid}) to reload");
+    Ok(())
 }

@@ -235,7 +235,10 @@ impl Plan {
                 RuleId::ALL
                     .iter()
                     .copied()
-                    .filter(|r| *r != UnboundDeviceAlarm && *r != MissingMeasurement)
+                    .filter(|r| {
+                        // Not per patient: the gateway's, for administrators.
+                        !matches!(r, UnboundDeviceAlarm | DeviceFlooding | MissingMeasurement)
+                    })
                     .collect(),
                 vec![],
                 vec![],

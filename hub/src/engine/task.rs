@@ -93,6 +93,8 @@ pub enum EngineMsg {
         device_id: String,
         events: Vec<Event>,
     },
+    /// Devices the gateway began or stopped throttling (`device_flooding`).
+    DeviceLimits(Vec<vaka_gateway::LimitReport>),
     /// A patient was created or changed.
     Patient {
         patient_id: String,
@@ -298,6 +300,13 @@ impl EngineTask {
                     .iter()
                     .filter(|e| e.kind.is_alarm())
                     .map(|e| Decision::Raise(unbound_alarm(&device_id, e)))
+                    .collect();
+                self.apply(out, now, true).await;
+            }
+            EngineMsg::DeviceLimits(reports) => {
+                let out = reports
+                    .iter()
+                    .map(|r| super::rules::device_limits(r, now))
                     .collect();
                 self.apply(out, now, true).await;
             }

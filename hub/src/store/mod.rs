@@ -8,6 +8,7 @@
 
 mod alerts;
 mod board;
+mod credentials;
 mod pg;
 mod plans;
 mod sqlite;
@@ -15,6 +16,7 @@ mod staff;
 mod time;
 
 pub use alerts::{AlertHistoryRow, AlertQuery, AlertRow};
+pub use credentials::{DeviceCredential, Revoked};
 pub use plans::{CtgSessionRow, PlanVersion};
 pub use staff::{
     AuditFilter, Call, Credentials, NewCall, NewStaff, SessionRow, StaffChange, StaffMember,
@@ -630,6 +632,8 @@ pub struct Binding {
 #[derive(Debug, Clone, FromRow)]
 pub struct RegistryRow {
     pub device_id: String,
+    /// The device's credentials were revoked (`vaka device revoke`).
+    pub revoked: bool,
     pub patient_id: Option<String>,
     pub valid_from: Option<DbTime>,
     pub valid_to: Option<DbTime>,

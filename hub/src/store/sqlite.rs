@@ -10,8 +10,10 @@ use super::{Flat, IngestBatch, IngestOutcome, RegistryRow, Result};
 pub(super) async fn registry(pool: &SqlitePool, device_ids: &[&str]) -> Result<Vec<RegistryRow>> {
     let ids = serde_json::to_string(device_ids).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_as(
-        "SELECT d.device_id, b.patient_id, b.valid_from, b.valid_to
+        "SELECT d.device_id, (c.revoked_at IS NOT NULL) AS revoked,
+                b.patient_id, b.valid_from, b.valid_to
          FROM devices d LEFT JOIN device_bindings b ON b.device_id = d.device_id
+         LEFT JOIN device_credentials c ON c.device_id = d.device_id
          WHERE d.device_id IN (SELECT value FROM json_each($1))",
     )
     .bind(ids)

@@ -109,3 +109,160 @@ async fn the_demo_runs_shows_alerts_and_stops_cleanly() -> Result<()> {
     );
     Ok(())
 }
+
+/// The embedded broker enforces the same rule as Mosquitto with vaka's
+/// ACL: a device logs in as itself, publishes only under its own topics
+/// and subscribes only to its own replies.
+#[tokio::test]
+async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
+    use crate::security::{options, try_connect, vaka, weight};
+    use rumqttc::QoS;
+
+    let log = std::env::temp_dir().join(format!("{}.log", unique("vaka-demo-")));
+    let mut child = tokio::process::Command::new(vaka_binary()?)
+        .args([
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--patients",
+            "4",
+            "--history-days",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut base, mut port, mut database) = (None, None, None);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("Open:") {
+                base = url
+                    .trim()
+                    .split_once("/#token=")
+                    .map(|(b, t)| (b.to_owned(), t.to_owned()));
+            } else if let Some(rest) = line.strip_prefix("MQTT:") {
+                port = rest
+                    .trim()
+                    .strip_prefix("mqtt://127.0.0.1:")
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|p| p.parse::<u16>().ok());
+            } else if let Some(url) = line.strip_prefix("Database:") {
+                database = Some(url.trim().to_owned());
+                return Ok::<_, anyhow::Error>(());
+            }
+        }
+        Err(anyhow!("the demo exited early; log: {}", log.display()))
+    })
+    .await
+    .context("the demo did not print its addresses")??;
+    let ((base, token), port, database) = (
+        base.context("no URL")?,
+        port.context("no MQTT port")?,
+        database.context("no database")?,
+    );
+    let api = Api {
+        base,
+        token,
+        client: reqwest::Client::new(),
+    };
+    let devices = api.get("/api/v1/devices").await?;
+    let ids: Vec<String> = devices
+        .as_array()
+        .context("devices")?
+        .iter()
+        .filter_map(|d| d["device_id"].as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(ids.len() >= 2, "two devices in the demo: {devices}");
+    let (me, other) = (&ids[0], &ids[1]);
+
+    // New credentials for one device, as an operator would issue them.
+    let out = vaka(&["device", "provision", me, "--database-url", &database])?;
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .context("no password printed")?
+        .to_owned();
+
+    // Wrong password, no password, and another device's name: refused.
+    for creds in [
+        Some((me.as_str(), "wrong")),
+        None,
+        Some((other.as_str(), password.as_str())),
+    ] {
+        anyhow::ensure!(
+            try_connect(options(port, creds, None), &[]).await.is_err(),
+            "{creds:?} was let in"
+        );
+    }
+    // Subscribing to another device's replies closes the connection.
+    let sneaky = try_connect(
+        options(port, Some((me, &password)), None),
+        &[format!("vaka/v1/d/{other}/err")],
+    )
+    .await;
+    anyhow::ensure!(sneaky.is_err(), "subscribed to another device's replies");
+
+    let device = try_connect(
+        options(port, Some((me, &password)), None),
+        &[format!("vaka/v1/d/{me}/err")],
+    )
+    .await
+    .map_err(|e| anyhow!("connect as {me}: {e}"))?;
+    // A reading in the other's name (its topic and its base name), then
+    // one in our own: the guard keeps the order, so once ours is stored,
+    // the other would have been too.
+    let t = now_s() - 17.0;
+    device
+        .client
+        .publish(
+            format!("vaka/v1/d/{other}/obs"),
+            QoS::AtLeastOnce,
+            false,
+            weight(other, t, 133.3),
+        )
+        .await?;
+    device
+        .client
+        .publish(
+            format!("vaka/v1/d/{me}/obs"),
+            QoS::AtLeastOnce,
+            false,
+            weight(me, t, 122.2),
+        )
+        .await?;
+    let store = vaka_hub::store::Store::connect(&database).await?;
+    let at = |device: String| {
+        let store = store.clone();
+        async move {
+            let vaka_hub::store::Store::Sqlite(pool) = &store else {
+                return None;
+            };
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM observations WHERE device_id = $1 AND time = $2",
+            )
+            .bind(device)
+            .bind((t * 1000.0).round() as i64)
+            .fetch_one(pool)
+            .await
+            .ok()
+        }
+    };
+    eventually(
+        "our own reading stored",
+        Duration::from_secs(30),
+        || async { (at(me.clone()).await? == 1).then_some(()) },
+    )
+    .await?;
+    assert_eq!(
+        at(other.clone()).await,
+        Some(0),
+        "published as another device"
+    );
+    store.close().await;
+    let _ = child.kill().await;
+    Ok(())
+}

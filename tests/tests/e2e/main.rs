@@ -4,6 +4,8 @@
 mod crash;
 mod demo;
 mod ingest;
+mod limits;
 mod rules;
+mod security;
 mod support;
 mod validation;

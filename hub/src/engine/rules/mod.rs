@@ -15,6 +15,7 @@ mod fetal;
 mod missing;
 mod remeasure;
 mod technical;
+pub use technical::device_limits;
 mod vitals;
 mod weight;
 
@@ -62,6 +63,7 @@ wire_enum! {
         DeviceOffline => "device_offline",
         LowBattery => "low_battery",
         UnboundDeviceAlarm => "unbound_device_alarm",
+        DeviceFlooding => "device_flooding",
     }
 }
 
@@ -92,9 +94,8 @@ impl RuleId {
     pub fn category(self) -> Category {
         use RuleId::*;
         match self {
-            CtgSignalLoss | DispenserFault | DeviceOffline | LowBattery | UnboundDeviceAlarm => {
-                Category::Technical
-            }
+            CtgSignalLoss | DispenserFault | DeviceOffline | LowBattery | UnboundDeviceAlarm
+            | DeviceFlooding => Category::Technical,
             MissedDose | RefillDue => Category::Adherence,
             MissingMeasurement => Category::MissingData,
             _ => Category::Clinical,
@@ -107,7 +108,7 @@ impl RuleId {
             BpCrisis | Hypotension | HeartRate | Spo2 | FetalBaseline | FetalVariability
             | FetalDeceleration | Fall | HelpButton | UnboundDeviceAlarm => Severity::High,
             WeightGain1d | WeightGain3d | CtgSignalLoss | MissedDose | DispenserFault
-            | MissingMeasurement => Severity::Medium,
+            | MissingMeasurement | DeviceFlooding => Severity::Medium,
             WeightTrend | BpAverage | RefillDue | DeviceOffline | LowBattery => Severity::Low,
         }
     }
@@ -160,7 +161,8 @@ impl Evidence {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub rule: RuleId,
-    /// `None` only for alarms from devices that are bound to nobody.
+    /// `None` only for the administrators' alerts about a device (an alarm
+    /// from a device bound to nobody, a device over its limits).
     pub patient_id: Option<String>,
     /// Set for per-device (technical) rules.
     pub device_id: Option<String>,

@@ -7,11 +7,16 @@
 //!   Clears at the device's next message.
 //! - `low_battery` (low): `batt` ≤ 20 %; clears at ≥ 30 % (hysteresis, so a
 //!   battery hovering at 21 % does not flap).
+//! - `device_flooding` (medium, for administrators, no patient): the
+//!   gateway refused a device's messages for breaking its limits (more
+//!   than its rate, or a payload over the size limit). Raised once per
+//!   episode; clears when the gateway reports the device calm again (within
+//!   its limits for a minute). See `vaka_gateway::throttle`.
 
-use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{StatusField, StatusValue};
+use vaka_gateway::{LimitReport, RejectCode, UnixMillis};
 
-use super::{Context, Evidence, Input, Rule, RuleId, local_day_hhmm, sv};
+use super::{Context, Decision, Evidence, Finding, Input, Rule, RuleId, local_day_hhmm, sv};
 use crate::engine::patient::{DeviceRef, PatientState};
 
 pub struct DeviceOffline;
@@ -229,6 +234,58 @@ impl Rule for LowBattery {
     }
 }
 
+/// The administrators' alert for a device the gateway throttles, or its
+/// clearing. `now` is the hub's clock: this is about arrival, not data time.
+pub fn device_limits(report: &LimitReport, now: UnixMillis) -> Decision {
+    match report {
+        LimitReport::Exceeded { device, code, .. } => {
+            let (what, threshold) = if *code == RejectCode::TooLarge {
+                (
+                    "skickade ett för stort meddelande",
+                    "största tillåtna meddelandestorlek",
+                )
+            } else {
+                (
+                    "skickar fler meddelanden än tillåtet",
+                    "högsta tillåtna meddelandetakt",
+                )
+            };
+            Decision::Raise(Finding {
+                rule: RuleId::DeviceFlooding,
+                patient_id: None,
+                device_id: Some(device.as_str().to_owned()),
+                confirmed: None,
+                plan_version: 0,
+                explanation: format!(
+                    "Enheten {device} {what} ({}). Det som går över gränsen sparas inte; \
+                     andra enheters data tas emot som vanligt. Kontrollera enheten \
+                     (programvara, trasig sensor) eller byt ut den.",
+                    local_day_hhmm(now, chrono_tz::Europe::Stockholm)
+                ),
+                threshold: threshold.into(),
+                evidence: vec![Evidence {
+                    time: now,
+                    device_id: device.as_str().to_owned(),
+                    name: code.as_str().to_owned(),
+                    value: None,
+                    unit: None,
+                }],
+                first_reading_at: now,
+                last_reading_at: now,
+            })
+        }
+        LimitReport::Calm { device, dropped } => Decision::Clear {
+            rule: RuleId::DeviceFlooding,
+            patient_id: String::new(),
+            device_id: Some(device.as_str().to_owned()),
+            reason: format!(
+                "enheten håller sig inom gränserna igen ({dropped} meddelanden avvisades)"
+            ),
+            at: now,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +345,43 @@ mod tests {
                 "at {pct} %"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use vaka_gateway::DeviceId;
+
+    use super::*;
+    use crate::alerts::{AlertBook, AlertState, Policy};
+
+    #[test]
+    fn a_flooding_device_raises_once_and_clears_when_calm() {
+        let device = DeviceId::parse("bp-broken").unwrap();
+        let mut book = AlertBook::load(Vec::new(), Policy::default());
+        let t0 = UnixMillis(1_764_000_000_000);
+        let exceeded = LimitReport::Exceeded {
+            device: device.clone(),
+            code: RejectCode::RateLimited,
+            detail: "too fast".into(),
+        };
+        let raised = book.apply(&device_limits(&exceeded, t0), t0).unwrap();
+        assert_eq!(raised.alert.rule, RuleId::DeviceFlooding);
+        assert_eq!(raised.alert.patient_id, None);
+        assert_eq!(raised.alert.device_id.as_deref(), Some("bp-broken"));
+        assert!(raised.alert.explanation.contains("bp-broken"));
+        assert!(book.is_active(None, RuleId::DeviceFlooding, Some("bp-broken")));
+
+        let t1 = t0.plus_millis(60_000);
+        let calm = LimitReport::Calm {
+            device: device.clone(),
+            dropped: 950,
+        };
+        let cleared = book.apply(&device_limits(&calm, t1), t1).unwrap();
+        assert_eq!(cleared.alert.state, AlertState::Resolved);
+        assert_eq!(cleared.transition.action, "cleared");
+        assert!(!book.is_active(None, RuleId::DeviceFlooding, Some("bp-broken")));
+        // A second calm report changes nothing.
+        assert!(book.apply(&device_limits(&calm, t1), t1).is_none());
     }
 }
