@@ -4,6 +4,7 @@
 mod crash;
 mod demo;
 mod ingest;
+mod load;
 mod rules;
 mod support;
 mod validation;
