@@ -407,6 +407,7 @@ def main():
             finally:
                 db.drop()
             results["backends"][backend] = {"max": mx, "runs": runs, "database": d}
+            (out / "results.json").write_text(json.dumps(results, indent=2))
         if not args.no_memory:
             n = 2_000 if args.quick else 10_000
             log(f"memory: {n} devices")

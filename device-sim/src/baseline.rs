@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS as QoS5;
-use rumqttc::v5::{AsyncClient as AsyncClient5, Event as Event5, Incoming as Incoming5, MqttOptions as MqttOptions5};
+use rumqttc::v5::{
+    AsyncClient as AsyncClient5, Event as Event5, Incoming as Incoming5,
+    MqttOptions as MqttOptions5,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use serde::Serialize;
 use sqlx::Connection;
@@ -62,7 +65,9 @@ pub async fn broker(
         _ => return Err(LoadError::Config("QoS must be 0 or 1".into())),
     };
     if publishers == 0 || messages == 0 {
-        return Err(LoadError::Config("at least one publisher and one message".into()));
+        return Err(LoadError::Config(
+            "at least one publisher and one message".into(),
+        ));
     }
     let run = format!("{:08x}", rand::random::<u32>());
     let root = format!("vaka-bench/{run}");
@@ -121,7 +126,11 @@ pub async fn broker(
     let mut tasks = Vec::with_capacity(publishers);
     let mut ready = Vec::with_capacity(publishers);
     for i in 0..publishers {
-        let mut options = MqttOptions::new(format!("vaka-bench-pub-{run}-{i}"), &broker.host, broker.port);
+        let mut options = MqttOptions::new(
+            format!("vaka-bench-pub-{run}-{i}"),
+            &broker.host,
+            broker.port,
+        );
         options
             .set_keep_alive(Duration::from_secs(60))
             .set_inflight(32)
@@ -194,7 +203,10 @@ pub async fn broker(
     }
     let last = *last_rx.borrow();
     let got = received.load(Ordering::Relaxed);
-    let secs = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
+    let secs = last
+        .saturating_duration_since(started)
+        .as_secs_f64()
+        .max(1e-9);
     for (c, ..) in &clients {
         let _ = c.try_disconnect();
     }
@@ -251,7 +263,9 @@ pub async fn database(url: &str, rows: u64, devices: u64) -> Result<DatabaseBase
         };
         (device, t, metric, unit, value)
     };
-    let (backend, method, secs) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    let (backend, method, secs) = if url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
         let mut text = String::with_capacity(rows as usize * 110);
         for r in 0..rows {
             use std::fmt::Write;

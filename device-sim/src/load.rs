@@ -54,7 +54,9 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, stream};
 use hdrhistogram::Histogram;
 use reqwest::StatusCode;
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
@@ -300,7 +302,9 @@ impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let offered = self
             .offered_rate
-            .map_or("as fast as possible".to_owned(), |r| format!("{r:.0} msg/s"));
+            .map_or("as fast as possible".to_owned(), |r| {
+                format!("{r:.0} msg/s")
+            });
         writeln!(
             f,
             "devices        {} ({} fall sensors), offered {offered}",
@@ -309,7 +313,11 @@ impl std::fmt::Display for LoadReport {
         writeln!(
             f,
             "sent           {} messages in {:.1} s ({:.0} msg/s): {} observation packs, {} falls",
-            self.sent, self.publish_secs, self.publish_rate, self.sent_observations, self.sent_falls
+            self.sent,
+            self.publish_secs,
+            self.publish_rate,
+            self.sent_observations,
+            self.sent_falls
         )?;
         writeln!(
             f,
@@ -319,13 +327,20 @@ impl std::fmt::Display for LoadReport {
         writeln!(
             f,
             "stored         {} of {} observation rows, {} of {} falls; all stored {:.1} s after the first publish",
-            self.stored_rows, self.expected_rows, self.stored_falls, self.sent_falls, self.drain_secs
+            self.stored_rows,
+            self.expected_rows,
+            self.stored_falls,
+            self.sent_falls,
+            self.drain_secs
         )?;
         writeln!(f, "ingest         {:.0} msg/s stored", self.ingest_rate)?;
         writeln!(
             f,
             "alerts         {} of {} on the websocket; {} counted in the database; {} duplicates",
-            self.alerts_received, self.alerts_expected, self.alert_count_in_db, self.duplicate_alerts
+            self.alerts_received,
+            self.alerts_expected,
+            self.alert_count_in_db,
+            self.duplicate_alerts
         )?;
         writeln!(f, "publish→stored {}", self.stored_latency)?;
         write!(f, "publish→alert  {}", self.alert_latency)
@@ -354,7 +369,10 @@ pub fn oximeter_payload(device: &str, t_ms: i64, k: u64) -> Vec<u8> {
 
 fn fall_payload(device: &str, t_ms: i64) -> Vec<u8> {
     let t = t_ms as f64 / 1000.0;
-    PackBuilder::new(device, t).flag("fall", t).to_json().into_bytes()
+    PackBuilder::new(device, t)
+        .flag("fall", t)
+        .to_json()
+        .into_bytes()
 }
 
 /// One simulated device on the wire.
@@ -435,9 +453,15 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     let db = Db::connect(&config.database_url).await?;
 
     let n = config.devices;
-    let is_fall = |i: usize| config.alarm_every > 0 && i % config.alarm_every == config.alarm_every - 1;
+    let is_fall =
+        |i: usize| config.alarm_every > 0 && i % config.alarm_every == config.alarm_every - 1;
     let ids: Vec<(String, String)> = (0..n)
-        .map(|i| (format!("ld-{}-{i}", config.run_id), format!("lp-{}-{i}", config.run_id)))
+        .map(|i| {
+            (
+                format!("ld-{}-{i}", config.run_id),
+                format!("lp-{}-{i}", config.run_id),
+            )
+        })
         .collect();
     for (d, _) in &ids {
         DeviceId::parse(d).ok_or_else(|| LoadError::Config(format!("invalid device id {d:?}")))?;
@@ -467,11 +491,21 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
             let device = DeviceId::parse(id).ok_or_else(|| LoadError::Config(id.clone()))?;
             let (client, eventloop) = connect(&broker, &config.run_id, id);
             let (tx, rx) = oneshot::channel();
-            tracker.spawn(poll(eventloop, tx, acked.clone(), reconnects.clone(), stop.clone()));
+            tracker.spawn(poll(
+                eventloop,
+                tx,
+                acked.clone(),
+                reconnects.clone(),
+                stop.clone(),
+            ));
             ready.push(rx);
             let i = devices.len();
             let fall_sensor = is_fall(i);
-            let channel = if fall_sensor { Channel::Evt } else { Channel::Obs };
+            let channel = if fall_sensor {
+                Channel::Evt
+            } else {
+                Channel::Obs
+            };
             devices.push(LoadDevice {
                 id: id.clone(),
                 fall_sensor,
@@ -681,7 +715,10 @@ impl Stall {
         }
         let stalled = self.since.elapsed() >= self.limit;
         if stalled {
-            warn!(progress, "no progress for {:?}; giving up waiting", self.limit);
+            warn!(
+                progress,
+                "no progress for {:?}; giving up waiting", self.limit
+            );
         }
         stalled
     }
@@ -702,10 +739,22 @@ async fn register(
         .map_err(|e| LoadError::Register(e.to_string()))?;
     let base = config.api.trim_end_matches('/');
     let started = Instant::now();
+    // SQLite takes one writer at a time, and the hub's binding transaction
+    // (read, then write) fails with "database is locked" when two overlap;
+    // register one device at a time there.
+    let concurrency = if config.database_url.starts_with("sqlite:") {
+        1
+    } else {
+        REGISTER_CONCURRENCY
+    };
     let results: Vec<Result<(), LoadError>> = stream::iter(ids.iter().enumerate())
         .map(|(i, (device, patient))| {
             let client = client.clone();
-            let kind = if is_fall(i) { "fall_sensor" } else { "pulse_oximeter" };
+            let kind = if is_fall(i) {
+                "fall_sensor"
+            } else {
+                "pulse_oximeter"
+            };
             async move {
                 let call = |method: reqwest::Method, path: String, body: Value| {
                     client
@@ -746,7 +795,7 @@ async fn register(
                 Ok(())
             }
         })
-        .buffer_unordered(REGISTER_CONCURRENCY)
+        .buffer_unordered(concurrency)
         .collect()
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -762,7 +811,10 @@ async fn register(
 
 fn connect(broker: &Broker, run_id: &str, device: &str) -> (AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(
-        format!("vaka-load-{run_id}-{}", device.rsplit('-').next().unwrap_or(device)),
+        format!(
+            "vaka-load-{run_id}-{}",
+            device.rsplit('-').next().unwrap_or(device)
+        ),
         &broker.host,
         broker.port,
     );
@@ -839,7 +891,9 @@ async fn watch_alerts(
     } else if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")
     } else {
-        return Err(LoadError::Config(format!("the API URL {base:?} must be http://")));
+        return Err(LoadError::Config(format!(
+            "the API URL {base:?} must be http://"
+        )));
     };
     let url = format!("{ws_base}/api/v1/ws?access_token={}", config.api_token);
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
@@ -850,7 +904,8 @@ async fn watch_alerts(
         .map_err(|_| LoadError::Websocket("no snapshot within 30 s".into()))?;
     match first {
         Some(Ok(WsMessage::Text(t)))
-            if serde_json::from_str::<Value>(t.as_str()).is_ok_and(|v| v["type"] == "snapshot") => {}
+            if serde_json::from_str::<Value>(t.as_str()).is_ok_and(|v| v["type"] == "snapshot") => {
+        }
         other => {
             return Err(LoadError::Websocket(format!(
                 "expected a snapshot first, got {other:?}"
@@ -1069,7 +1124,8 @@ impl Db {
                 .await?
             }
             Db::Sqlite(pool) => {
-                let pairs: Vec<(&str, i64)> = probes.iter().map(|p| (p.id.as_str(), p.t_ms)).collect();
+                let pairs: Vec<(&str, i64)> =
+                    probes.iter().map(|p| (p.id.as_str(), p.t_ms)).collect();
                 sqlx::query_as(
                     "SELECT CAST(j.key AS INTEGER) FROM json_each($1) AS j
                      WHERE EXISTS (SELECT 1 FROM observations o
