@@ -444,7 +444,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     if config.devices == 0 {
         return Err(LoadError::Config("at least one device".into()));
     }
-    if config.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+    if config.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
         return Err(LoadError::Config("the rate must be positive".into()));
     }
     let broker = parse_broker(&config.mqtt_url)?;
