@@ -34,6 +34,10 @@
 //! - `mqtt`: one MQTT client per device, the backfill, the live loop,
 //!   `remeasure` replies, clean shutdown.
 //! - [`register`]: registering the roster with the hub's HTTP API.
+//! - [`load`]: load mode: thousands of devices at a target rate, and an
+//!   exact count of what was stored and alerted, with latency percentiles.
+//! - [`baseline`]: the raw broker and raw database figures that the load
+//!   benchmark compares vaka with.
 //! - `random`, `localtime`: derived seeded generators; local calendar days.
 
 mod localtime;
@@ -41,8 +45,10 @@ mod mqtt;
 mod physiology;
 mod random;
 
+pub mod baseline;
 pub mod ctg;
 pub mod devices;
+pub mod load;
 pub mod register;
 pub mod roster;
 pub mod schedule;

@@ -66,10 +66,10 @@ pub enum Error {
 
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Broker {
-    host: String,
-    port: u16,
-    credentials: Option<(String, String)>,
+pub(crate) struct Broker {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) credentials: Option<(String, String)>,
 }
 
 impl std::fmt::Display for Broker {
@@ -82,7 +82,7 @@ impl std::fmt::Display for Broker {
 /// Parses `mqtt://[user[:password]@]host[:port][?…]` (or `tcp://`). rumqttc's
 /// own `parse_url` needs its `url` feature and a `client_id` in the query;
 /// here every device brings its own client id, so the query is ignored.
-fn parse_broker(url: &str) -> Result<Broker, Error> {
+pub(crate) fn parse_broker(url: &str) -> Result<Broker, Error> {
     let bad = |reason: &str| Error::MqttUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),

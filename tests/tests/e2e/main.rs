@@ -5,6 +5,7 @@ mod crash;
 mod demo;
 mod ingest;
 mod limits;
+mod load;
 mod rules;
 mod security;
 mod support;
