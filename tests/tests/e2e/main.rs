@@ -3,6 +3,7 @@
 
 mod crash;
 mod demo;
+mod faults;
 mod ingest;
 mod rules;
 mod support;
