@@ -33,11 +33,7 @@ const OWN_CODES: [RejectCode; 9] = [
 
 /// Topics: mostly ours (any device id, any last level), some not.
 fn topic() -> impl Strategy<Value = String> {
-    let device = prop_oneof![
-        "[A-Za-z0-9_-]{1,64}",
-        ".{0,70}",
-        Just("scale-1".to_owned()),
-    ];
+    let device = prop_oneof!["[A-Za-z0-9_-]{1,64}", ".{0,70}", Just("scale-1".to_owned()),];
     let channel = prop_oneof![
         Just("obs"),
         Just("evt"),
@@ -67,11 +63,41 @@ fn number() -> impl Strategy<Value = Value> {
 fn text() -> impl Strategy<Value = Value> {
     prop_oneof![
         prop::sample::select(vec![
-            "weight", "sys", "dia", "map", "hr", "spo2", "temp", "fhr", "toco", "sigq", "fall",
-            "help_button", "dose_due", "dose_taken", "conn", "batt", "rssi", "fw", "hb",
-            "doses_left", "online", "offline", "kg", "mm[Hg]", "beat/min", "%", "Cel", "dBm",
-            "s", "count", "urn:dev:vaka:scale-1:", "urn:dev:vaka:other:", "urn:dev:vaka:",
-            "urn:dev:vaka:scale-1", "",
+            "weight",
+            "sys",
+            "dia",
+            "map",
+            "hr",
+            "spo2",
+            "temp",
+            "fhr",
+            "toco",
+            "sigq",
+            "fall",
+            "help_button",
+            "dose_due",
+            "dose_taken",
+            "conn",
+            "batt",
+            "rssi",
+            "fw",
+            "hb",
+            "doses_left",
+            "online",
+            "offline",
+            "kg",
+            "mm[Hg]",
+            "beat/min",
+            "%",
+            "Cel",
+            "dBm",
+            "s",
+            "count",
+            "urn:dev:vaka:scale-1:",
+            "urn:dev:vaka:other:",
+            "urn:dev:vaka:",
+            "urn:dev:vaka:scale-1",
+            "",
         ])
         .prop_map(|s| json!(s)),
         ".{0,80}".prop_map(|s| json!(s)),

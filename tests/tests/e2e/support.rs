@@ -283,7 +283,10 @@ impl Hub {
     }
 
     fn signal(&self, signal: &str) -> Result<()> {
-        let child = self.child.as_ref().ok_or_else(|| anyhow!("vaka is not running"))?;
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("vaka is not running"))?;
         let status = Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()?;
@@ -757,7 +760,18 @@ impl OwnPostgres {
         let log = self.dir.join("server.log").display().to_string();
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         )
     }
 
