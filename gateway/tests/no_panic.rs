@@ -32,7 +32,7 @@ const OWN_CODES: [RejectCode; 9] = [
 ];
 
 /// Topics: mostly ours (any device id, any last level), some not.
-fn topic() -> impl Strategy<Value = String> {
+fn any_topic() -> impl Strategy<Value = String> {
     let device = prop_oneof!["[A-Za-z0-9_-]{1,64}", ".{0,70}", Just("scale-1".to_owned()),];
     let channel = prop_oneof![
         Just("obs"),
@@ -217,7 +217,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_on_arbitrary_topics(
-        topic in topic(),
+        topic in any_topic(),
         payload in prop::collection::vec(any::<u8>(), 0..512),
     ) {
         run(&topic, &payload)?;
