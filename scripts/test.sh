@@ -67,7 +67,51 @@ if ! psql "$VAKA_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
 fi
 export VAKA_TEST_MQTT_URL="${VAKA_TEST_MQTT_URL:-mqtt://127.0.0.1:1883}"
 
+ensure_cargo_fuzz() {
+  command -v cargo-fuzz >/dev/null && return 0
+  log "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+}
+
+# A few seconds of coverage-guided fuzzing per target (see fuzz/README.md),
+# starting from the committed corpus; new inputs go to a temporary
+# directory so the tree stays clean. A crash fails the run and leaves its
+# input in fuzz/artifacts/<target>/. cargo-fuzz needs nightly features:
+# RUSTC_BOOTSTRAP=1 enables them on this stable toolchain, for these
+# commands only. `--dev -s none`: a run of seconds needs a quick build more
+# than fast executions, the targets are safe Rust and a panic is what they
+# look for (AddressSanitizer and optimization would double the build; use
+# them by hand for long runs). VAKA_FUZZ_SECONDS=0 skips the runs.
+fuzz_briefly() {
+  local seconds="${VAKA_FUZZ_SECONDS:-8}"
+  if [ "$seconds" = 0 ]; then log "fuzzing skipped (VAKA_FUZZ_SECONDS=0)"; return; fi
+  if ! ensure_cargo_fuzz; then
+    log "SKIPPING the fuzz runs: cargo-fuzz could not be installed"
+    return
+  fi
+  local fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz)
+  local opts=(--dev -s none --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/fuzz")
+  local scratch
+  scratch=$(mktemp -d)
+  log "building the fuzz targets"
+  "${fuzz[@]}" build "${opts[@]}"
+  for target in $("${fuzz[@]}" list); do
+    mkdir -p "$scratch/$target"
+    if ! "${fuzz[@]}" run "${opts[@]}" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+      -max_total_time="$seconds" -print_final_stats=1 >"$scratch/$target.log" 2>&1; then
+      tail -n 40 "$scratch/$target.log" >&2
+      log "fuzz target $target failed; the input is in fuzz/artifacts/$target/"
+      rm -rf "$scratch"
+      return 1
+    fi
+    log "fuzzed $target for ${seconds}s: $(grep -E '^stat::(number_of_executed_units|new_units_added)' \
+      "$scratch/$target.log" | sed 's/stat:://' | tr -s ' \n' ' ')"
+  done
+  rm -rf "$scratch"
+}
+
 log "building"
 cargo build --workspace --bins --quiet
 log "testing (PostgreSQL: ${VAKA_TEST_DATABASE_URL%%@*}@…, MQTT: $VAKA_TEST_MQTT_URL)"
 cargo test --workspace --all-targets "$@"
+fuzz_briefly

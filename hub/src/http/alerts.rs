@@ -254,7 +254,12 @@ async fn snooze(
     let now = state.clock.now();
     let until = match (body.until.as_deref(), body.minutes) {
         (Some(t), None) => super::parse_time("until", t)?,
-        (None, Some(m)) if m > 0 => now.plus_millis(m * vaka_gateway::UnixMillis::MINUTE),
+        // Checked: `minutes` comes from the client, and a huge one must be
+        // refused (as too long, by the policy), not overflow.
+        (None, Some(m)) if m > 0 => now.plus_millis(
+            m.checked_mul(vaka_gateway::UnixMillis::MINUTE)
+                .unwrap_or(i64::MAX),
+        ),
         _ => {
             return Err(ApiError::BadRequest(
                 "give either until (RFC 3339) or minutes (> 0)".into(),

@@ -560,4 +560,16 @@ async fn snooze_is_for_medium_and_low_only() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "longer than 24 h");
+    // minutes × 60 000 overflowed (a panic in debug builds, a snooze into
+    // the past in release); found writing the http_bodies fuzz target.
+    for minutes in [i64::MAX, i64::MAX / 60_000 + 1] {
+        let (s, body) = app
+            .authed(
+                "POST",
+                &format!("/api/v1/alerts/{}/snooze", ids["missed_dose"]),
+                Some(json!({"minutes": minutes, "reason": "x"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{minutes}: {body}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Crash safety: `vaka serve` killed hard (SIGKILL) in the middle of a burst
 //! of QoS 1 messages, more than once, then started again. Every reading is
 //! stored exactly once, no alert is raised twice or lost, and an alert
-//! acknowledged before the crash stays acknowledged.
+//! acknowledged before the crash stays acknowledged, a snoozed one snoozed.
+//! It prints a `fault-summary` line (see docs/RELIABILITY.md).
 //!
 //! The broker is Mosquitto of the test's own with a large queue for the
 //! gateway's persistent session: the default (1000 messages) would drop
@@ -21,7 +22,7 @@ const READINGS: usize = 300;
 /// Patients whose burst holds a confirmed crisis.
 const IN_CRISIS: usize = 3;
 
-fn reading(device: &str, t: f64, sys: f64, dia: f64) -> String {
+pub(crate) fn reading(device: &str, t: f64, sys: f64, dia: f64) -> String {
     PackBuilder::new(device, t)
         .value("sys", "mm[Hg]", sys, t)
         .value("dia", "mm[Hg]", dia, t)
@@ -36,13 +37,16 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
     let mut hub = Hub::start(HubConfig::new(&db, &broker.url)).await?;
     let api = hub.api();
     for p in 0..PATIENTS {
-        api.enroll(
-            &format!("p-crash-{p}"),
-            &[(&format!("bp-crash-{p}"), "bp_cuff")],
-        )
-        .await?;
+        let bp = format!("bp-crash-{p}");
+        let mut devices = vec![(bp.as_str(), "bp_cuff")];
+        // Patient 1 also weighs in: a weight gain alert to snooze.
+        if p == 1 {
+            devices.push(("scale-crash-1", "scale"));
+        }
+        api.enroll(&format!("p-crash-{p}"), &devices).await?;
     }
     let store = db.store().await?;
+    let started = std::time::Instant::now();
 
     // Before the burst: one confirmed crisis whose alert a nurse acknowledges.
     let mut device = Mqtt::connect(&broker.url, &[]).await?;
@@ -77,6 +81,30 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
         .await?;
     assert_eq!(s, 200);
 
+    // And a weight gain (medium) that a nurse snoozes for ten hours.
+    let scale = hub.topic("scale-crash-1", "obs");
+    for (t, kg) in [(start - 24.0 * 3600.0, 80.0), (start, 82.0)] {
+        let pack = PackBuilder::new("scale-crash-1", t).value("weight", "kg", kg, t);
+        device.publish(&scale, pack.to_json()).await?;
+    }
+    let snoozed_id = eventually("the weight gain alert", Duration::from_secs(20), || async {
+        let alerts = api.get("/api/v1/alerts").await.ok()?;
+        alerts
+            .as_array()?
+            .iter()
+            .find(|a| a["rule"] == "weight_gain_1d")?["alert_id"]
+            .as_i64()
+    })
+    .await?;
+    let (s, body) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/alerts/{snoozed_id}/snooze"),
+            Some(serde_json::json!({"minutes": 600, "reason": "ringer i eftermiddag"})),
+        )
+        .await?;
+    assert_eq!(s, 200, "{body}");
+
     // The burst: readings one minute apart, all patients interleaved. The
     // crisis patients get a confirmed crisis in the middle (two readings a
     // minute apart), a new episode for patient 0 hours after the first.
@@ -99,12 +127,13 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
         for (topic, payload) in messages {
             device.publish(&topic, payload).await?;
         }
-        device.wait_acked(total + 2).await?;
-        anyhow::Ok(())
+        device.wait_acked(total + 4).await?;
+        anyhow::Ok(device.acked())
     });
 
-    // Kill it twice while the burst is under way.
-    for target in [total / 4, total / 2] {
+    // Kill it three times while the burst is under way.
+    let kills = [total / 5, total * 2 / 5, total * 3 / 5];
+    for target in kills {
         eventually(
             "part of the burst stored",
             Duration::from_secs(60),
@@ -120,9 +149,9 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         hub.restart().await?;
     }
-    publisher.await??;
+    let acked = publisher.await??;
 
-    let expected = (total + 2) as i64 * 4;
+    let expected = (total + 2) as i64 * 4 + 2;
     let stored = eventually("every reading stored", Duration::from_secs(90), || async {
         let n = count(&store, "SELECT count(*) FROM observations")
             .await
@@ -150,9 +179,11 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
         })
         .collect();
     per_patient.sort();
-    let expected_alerts: Vec<(String, String)> = (0..IN_CRISIS)
+    let mut expected_alerts: Vec<(String, String)> = (0..IN_CRISIS)
         .map(|p| (format!("p-crash-{p}"), "bp_crisis".to_owned()))
+        .chain([("p-crash-1".to_owned(), "weight_gain_1d".to_owned())])
         .collect();
+    expected_alerts.sort();
     assert_eq!(per_patient, expected_alerts, "alerts: {alerts:#?}");
     let first = alerts
         .iter()
@@ -165,7 +196,33 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
         (2..=3).contains(&updates),
         "the second episode updates it: {first}"
     );
-    assert!(alerts.iter().all(|a| a["confirmed"] == true), "{alerts:#?}");
+    let snoozed = alerts
+        .iter()
+        .find(|a| a["alert_id"] == snoozed_id)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(snoozed["state"], "snoozed", "{snoozed}");
+    assert!(
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == "bp_crisis")
+            .all(|a| a["confirmed"] == true),
+        "{alerts:#?}"
+    );
+    let duplicates = hub.api().metric("vaka_records_duplicate_total").await?;
+    println!(
+        "fault-summary test=kill_hard backend={backend:?} messages_sent={} broker_acked={} \
+         faults={} rows_expected={expected} rows_stored={stored} redelivered_records_skipped={duplicates} \
+         alerts_expected={} alerts_stored={} acknowledged_kept={} snoozed_kept={} secs={:.1}",
+        total + 4,
+        acked,
+        kills.len(),
+        expected_alerts.len(),
+        per_patient.len(),
+        first["state"] == "acknowledged",
+        snoozed["state"] == "snoozed",
+        started.elapsed().as_secs_f64()
+    );
     drop(broker);
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod crash;
 mod demo;
+mod faults;
 mod ingest;
 mod limits;
 mod load;

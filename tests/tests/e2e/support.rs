@@ -172,8 +172,13 @@ pub struct HubConfig {
 
 impl HubConfig {
     pub fn new(db: &TestDb, mqtt_url: &str) -> HubConfig {
+        HubConfig::with_database(&db.url, mqtt_url)
+    }
+
+    /// For a database that is not a [`TestDb`] (e.g. an [`OwnPostgres`]).
+    pub fn with_database(database_url: &str, mqtt_url: &str) -> HubConfig {
         HubConfig {
-            database_url: db.url.clone(),
+            database_url: database_url.to_owned(),
             mqtt_url: mqtt_url.to_owned(),
             topic_root: format!("test/{}", unique("")),
             client_id: unique("vaka-e2e-"),
@@ -264,6 +269,31 @@ impl Hub {
             .args(["-TERM", &child.id().to_string()])
             .status();
         child.wait().ok()?.code()
+    }
+
+    /// SIGSTOP: the process is frozen (it neither reads nor acknowledges)
+    /// until [`Hub::resume`]; its sockets stay open.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after [`Hub::pause`].
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("vaka is not running"))?;
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {signal} failed");
+        }
+        Ok(())
     }
 
     pub async fn restart(&mut self) -> Result<()> {
@@ -439,6 +469,12 @@ impl Mqtt {
         Ok(())
     }
 
+    /// Publishes the broker has acknowledged so far (PUBACKs received; a
+    /// publish resent after a reconnect is acknowledged again).
+    pub fn acked(&self) -> u64 {
+        *self.acks.borrow()
+    }
+
     /// Waits until the broker has acknowledged `n` publishes in all.
     pub async fn wait_acked(&mut self, n: u64) -> Result<()> {
         tokio::time::timeout(Duration::from_secs(60), self.acks.wait_for(|a| *a >= n))
@@ -493,53 +529,265 @@ async fn poll(
 }
 
 /// A Mosquitto of the test's own on a free port, for limits the shared one
-/// does not have (a large persistent-session queue, a wide in-flight window).
+/// does not have (a large persistent-session queue, a wide in-flight window),
+/// and for tests that restart the broker (never restart the shared one:
+/// other tests run against it in parallel).
 pub struct OwnBroker {
-    child: Child,
+    child: Option<Child>,
     pub url: String,
+    port: u16,
+    conf: PathBuf,
     dir: PathBuf,
 }
 
 impl OwnBroker {
+    /// Without persistence: a restart forgets every session.
     pub async fn start() -> Result<OwnBroker> {
+        OwnBroker::start_with(false).await
+    }
+
+    /// With persistence: sessions and their queued QoS 1 messages are
+    /// written to disk when Mosquitto stops and read back when it starts.
+    pub async fn start_persistent() -> Result<OwnBroker> {
+        OwnBroker::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Result<OwnBroker> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(unique("vaka-mosquitto-"));
         std::fs::create_dir_all(&dir)?;
+        // Mosquitto started as root drops to its own user; let it write here.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+        let persistence = if persistent {
+            format!(
+                "persistence true\npersistence_location {}/\n",
+                dir.display()
+            )
+        } else {
+            "persistence false\n".to_owned()
+        };
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
                  max_inflight_messages 1000\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n"
             ),
         )?;
+        let mut broker = OwnBroker {
+            child: None,
+            url: format!("mqtt://127.0.0.1:{port}"),
+            port,
+            conf,
+            dir,
+        };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("start mosquitto (is it installed? scripts/test.sh installs it)")?;
-        let broker = OwnBroker {
-            child,
-            url: format!("mqtt://127.0.0.1:{port}"),
-            dir,
-        };
+        self.child = Some(child);
+        let port = self.port;
         eventually("mosquitto to listen", Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .ok()
                 .map(|_| ())
         })
-        .await?;
-        Ok(broker)
+        .await
+    }
+
+    /// SIGTERM, as `systemctl stop` does: Mosquitto writes its persistence
+    /// file and exits. Connected clients see their connection drop.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again after [`OwnBroker::stop`], on the same port and with
+    /// the same persistence file.
+    pub async fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the broker is still running");
+        }
+        self.spawn().await
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory,
+/// a free port), for tests that stop and restart the database. Never do
+/// that to the shared server: other tests run against it in parallel.
+///
+/// PostgreSQL refuses to run as root; as root, its programs run as the
+/// `postgres` user (which the Debian package creates) in a directory that
+/// user owns.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: PathBuf,
+    as_postgres: bool,
+}
+
+/// Where Debian puts the server programs (not on PATH).
+fn pg_bin(program: &str) -> PathBuf {
+    let base = PathBuf::from("/usr/lib/postgresql");
+    let newest = std::fs::read_dir(&base)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|v| v.parse::<u32>().ok()))
+        .max();
+    match newest {
+        Some(v) => base.join(v.to_string()).join("bin").join(program),
+        None => PathBuf::from(program),
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl OwnPostgres {
+    pub async fn start() -> Result<OwnPostgres> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(unique("vaka-pg-"));
+        std::fs::create_dir_all(&dir)?;
+        let as_postgres = running_as_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()?;
+            if !status.success() {
+                bail!("chown postgres {dir:?} failed");
+            }
+        }
+        let pg = OwnPostgres {
+            port,
+            dir,
+            as_postgres,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+        )?;
+        pg.start_again().await?;
+        Ok(pg)
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// Runs one of PostgreSQL's programs (as `postgres` when we are root).
+    fn run(&self, program: &str, args: &[&str]) -> Result<()> {
+        let bin = pg_bin(program);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = command
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("run {}", bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{program} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// `postgres://postgres@127.0.0.1:{port}/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn start_again(&self) -> Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=40 -c shared_buffers=16MB",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+    }
+
+    /// `pg_ctl stop -m immediate`: every server process quits at once, with
+    /// no checkpoint, as in a crash; the next start recovers from the WAL.
+    pub fn stop_immediate(&self) -> Result<()> {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self.stop_immediate();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
