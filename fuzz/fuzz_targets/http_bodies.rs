@@ -38,14 +38,14 @@ fn setup() -> Fuzz {
         let store = Store::connect("sqlite::memory:").await.expect("sqlite");
         store.migrate().await.expect("migrate");
         let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(16);
-        let (broadcast, _) = tokio::sync::broadcast::channel(16);
+        let live = vaka_hub::live::Live::default();
         let metrics = Metrics::default();
         let (broker_tx, broker) = tokio::sync::watch::channel(true);
         let task = EngineTask::start(
             EngineDeps {
                 store: store.clone(),
                 clock: Arc::new(SystemClock),
-                broadcast: broadcast.clone(),
+                live: live.clone(),
                 gateway: None,
                 metrics: metrics.clone(),
                 policy: Default::default(),
@@ -59,10 +59,11 @@ fn setup() -> Fuzz {
             store,
             api_token: TOKEN.into(),
             engine: engine_tx,
-            broadcast,
+            live,
             broker,
             registry: Arc::new(metrics.registry()),
             clock: Arc::new(SystemClock),
+            login: Default::default(),
         };
         // Something to act on: a patient, a device, a high alert (a fall,
         // alert 1) and a medium one (a dispenser fault, alert 2).

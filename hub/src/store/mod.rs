@@ -288,11 +288,20 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             let from = from.unwrap_or(if bound_before.0 == 0 { UnixMillis(0) } else { now });
+            // A new binding must start after the open one (whose end it
+            // becomes): the table's CHECK says so, and it is the caller's
+            // mistake, not ours.
             sqlx::query("UPDATE device_bindings SET valid_to = $2 WHERE device_id = $1 AND valid_to IS NULL")
                 .bind(device_id)
                 .bind(DbTime(from))
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_check_violation() => {
+                        StoreError::Conflict("binding starting after the current one")
+                    }
+                    _ => StoreError::Db(e),
+                })?;
             let binding: Binding = sqlx::query_as(
                 "INSERT INTO device_bindings (device_id, patient_id, valid_from) VALUES ($1, $2, $3)
                  RETURNING binding_id, device_id, patient_id, valid_from, valid_to",
