@@ -140,6 +140,7 @@ async fn act(
     audited: &str,
 ) -> Result<Alert, ApiError> {
     visible_alert(state, caller, action.alert_id()).await?;
+    refuse_nul(&action)?;
     let (reply, rx) = oneshot::channel();
     state
         .engine
@@ -152,6 +153,29 @@ async fn act(
         .audit(caller, audited, alert.patient_id.as_deref(), detail)
         .await?;
     Ok(alert)
+}
+
+/// The engine stores an alert change until the database takes it, retrying;
+/// PostgreSQL never takes a NUL character in text, so one in a note would
+/// hold the engine, and with it every patient's alerts, for ever. Refused
+/// before it gets there.
+fn refuse_nul(action: &AlertAction) -> Result<(), ApiError> {
+    let texts: [Option<&String>; 3] = match action {
+        AlertAction::Acknowledge { actor, .. } => [Some(actor), None, None],
+        AlertAction::Resolve {
+            actor,
+            outcome,
+            note,
+            ..
+        } => [Some(actor), Some(outcome), note.as_ref()],
+        AlertAction::Snooze { actor, reason, .. } => [Some(actor), Some(reason), None],
+    };
+    if texts.into_iter().flatten().any(|t| t.contains('\0')) {
+        return Err(ApiError::BadRequest(
+            "text must not contain NUL (\\u0000) characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -254,7 +278,11 @@ async fn snooze(
     let now = state.clock.now();
     let until = match (body.until.as_deref(), body.minutes) {
         (Some(t), None) => super::parse_time("until", t)?,
-        (None, Some(m)) if m > 0 => now.plus_millis(m * vaka_gateway::UnixMillis::MINUTE),
+        // Saturating: an absurd number of minutes is refused as too long
+        // (by the alert book), not an overflow.
+        (None, Some(m)) if m > 0 => {
+            now.plus_millis(m.saturating_mul(vaka_gateway::UnixMillis::MINUTE))
+        }
         _ => {
             return Err(ApiError::BadRequest(
                 "give either until (RFC 3339) or minutes (> 0)".into(),

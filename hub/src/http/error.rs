@@ -52,12 +52,23 @@ impl ApiError {
                 (StatusCode::CONFLICT, "conflict")
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Store(e) if is_nul_in_text(e) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Store(StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
+}
+
+/// PostgreSQL cannot store a NUL character in text (SQLSTATE 22021,
+/// `character_not_in_repertoire`) nor `\u0000` in jsonb (22P05,
+/// `untranslatable_character`); SQLite can. Any id, name or note a client
+/// sends may hold one, so it is the client's mistake, not ours: 400
+/// instead of 500, on every route at once.
+fn is_nul_in_text(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(db))
+        if matches!(db.code().as_deref(), Some("22021" | "22P05")))
 }
 
 impl IntoResponse for ApiError {
@@ -71,6 +82,8 @@ impl IntoResponse for ApiError {
                 }
                 _ => "internal error; it has been logged".to_owned(),
             }
+        } else if matches!(&self, ApiError::Store(e) if is_nul_in_text(e)) {
+            "text must not contain NUL (\\u0000) characters".to_owned()
         } else {
             self.to_string()
         };
