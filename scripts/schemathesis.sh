@@ -85,14 +85,15 @@ log "fuzzing $ADDR/api/v1/openapi.json (log: kept on failure)"
 # document says; invalid input refused; authentication not ignored.
 # `positive_data_acceptance` is left out: schema-valid requests about ids
 # that do not exist are rightly 404, which it would count as failures.
+CONFIG="$PWD/scripts/schemathesis.toml"
+export VAKA_FUZZ_TOKEN="$TOKEN"
 set +e
 (
   cd "$WORK"
-  "$ST" run "$ADDR/api/v1/openapi.json" \
-    --header "Authorization: Bearer $TOKEN" \
+  "$ST" --config-file "$CONFIG" run "$ADDR/api/v1/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,missing_required_header,unsupported_method \
     --phases examples,coverage,fuzzing \
-    --max-examples "${FUZZ_EXAMPLES:-15}" \
+    --max-examples "${FUZZ_EXAMPLES:-10}" \
     --seed "${FUZZ_SEED:-20261201}" \
     --workers 2 \
     --request-timeout 10 \

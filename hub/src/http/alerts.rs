@@ -2,7 +2,7 @@
 //! engine task, the one owner of alert state, and come back once stored.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::AppState;
 use super::auth::Caller;
 use crate::access::Role;
-use super::error::{ApiError, AppJson, AppQuery};
+use super::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::alerts::Alert;
 use crate::engine::task::{AlertAction, EngineMsg};
 use crate::store::{AlertHistoryRow, AlertQuery};
@@ -86,7 +86,7 @@ struct AlertWithHistory {
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
 ) -> Result<AppJson<AlertWithHistory>, ApiError> {
     let alert = visible_alert(&state, &caller, id).await?;
     let history = state.store.alert_history(id).await?;
@@ -199,7 +199,7 @@ fn actor(caller: &Caller, by: Option<String>) -> String {
 async fn acknowledge(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
     body: axum::body::Bytes,
 ) -> Result<AppJson<Alert>, ApiError> {
     // The body is optional: empty, or {"by": "…"}.
@@ -235,7 +235,7 @@ struct Resolve {
 async fn resolve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
     AppJson(body): AppJson<Resolve>,
 ) -> Result<AppJson<Alert>, ApiError> {
     if body.note.as_ref().is_some_and(|n| n.len() > 4000) {
@@ -272,7 +272,7 @@ struct Snooze {
 async fn snooze(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
     AppJson(body): AppJson<Snooze>,
 ) -> Result<AppJson<Alert>, ApiError> {
     let now = state.clock.now();

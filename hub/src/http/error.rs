@@ -1,7 +1,7 @@
 //! The one place that decides HTTP statuses. Internals are logged, never
 //! sent: a client sees a code and a sentence, not a SQL error.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -163,4 +163,26 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for App
 
 fn query_rejection(e: QueryRejection) -> String {
     format!("invalid query: {}", e.body_text())
+}
+
+/// `Path` that answers a bad path parameter (an alert id that is not an
+/// integer) with the API's own JSON error body, not axum's plain text.
+pub struct AppPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for AppPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(AppPath(v)),
+            Err(e) => Err(ApiError::BadRequest(path_rejection(e))),
+        }
+    }
+}
+
+fn path_rejection(e: PathRejection) -> String {
+    format!("invalid path: {}", e.body_text())
 }

@@ -741,7 +741,13 @@ async fn every_operation_refuses_strangers_and_other_units() -> Result<()> {
     let history = api
         .get(&format!("/api/v1/patients/{}/plan/history", w.patient_b))
         .await?;
-    assert_eq!(history, json!([]));
+    // Only the program's template, stored when she was created.
+    let versions: Vec<&Value> = history
+        .as_array()
+        .map(|h| h.iter().collect())
+        .unwrap_or_default();
+    assert_eq!(versions.len(), 1, "{history}");
+    assert_eq!(versions[0]["changed_by"], "system", "{history}");
     let device = api.get(&format!("/api/v1/devices/{}", w.device_b)).await?;
     assert_eq!(device["patient_id"], w.patient_b, "{device}");
     let nurse_a = api.get(&format!("/api/v1/staff/{}", w.nurse_a)).await?;
@@ -772,7 +778,7 @@ async fn every_operation_refuses_strangers_and_other_units() -> Result<()> {
         staff: "x%00y".into(),
         unit: "x%00y".into(),
     };
-    for op in ops.iter().filter(|o| !o.public && o.template.contains("}")) {
+    for op in ops.iter().filter(|o| !o.public && o.template.contains('}')) {
         if op.template.starts_with("/api/v1/alerts/") {
             continue; // integer ids; their bodies are probed below
         }
@@ -797,7 +803,7 @@ async fn every_operation_refuses_strangers_and_other_units() -> Result<()> {
     }
     let alert_path = |action: &str| format!("/api/v1/alerts/{}/{action}", w.alert_b);
     let probes = [
-        (Method::GET, format!("/api/v1/alerts?patient=x%00y"), None),
+        (Method::GET, "/api/v1/alerts?patient=x%00y".into(), None),
         (Method::GET, "/api/v1/audit?actor=x%00y".into(), None),
         (Method::GET, "/api/v1/audit?action=x%00y".into(), None),
         (
@@ -868,7 +874,12 @@ async fn every_operation_refuses_strangers_and_other_units() -> Result<()> {
         call.as_ref(),
     )
     .await?;
-    assert_eq!(res.status, 201, "control: the owner's call: {}", res.text);
+    if res.status != 201 {
+        failures.push(format!(
+            "control: the owner's call: {} {}",
+            res.status, res.text
+        ));
+    }
     let path = format!("/api/v1/alerts/{}/acknowledge", w.alert_b);
     let res = send(
         client,
@@ -879,11 +890,13 @@ async fn every_operation_refuses_strangers_and_other_units() -> Result<()> {
         Some(&json!({})),
     )
     .await?;
-    assert_eq!(
-        res.status, 200,
-        "control: the owner acknowledges: {}",
-        res.text
-    );
+    // (A wedged engine would answer 503 after the request timeout.)
+    if res.status != 200 {
+        failures.push(format!(
+            "control: the owner acknowledges: {} {}",
+            res.status, res.text
+        ));
+    }
 
     // (e): every refusal to show a patient is in the audit log.
     // (The municipal nurse asked for unit B's alert too.)
