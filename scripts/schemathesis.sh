@@ -93,7 +93,8 @@ set +e
   "$ST" --config-file "$CONFIG" run "$ADDR/api/v1/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,missing_required_header,unsupported_method \
     --phases examples,coverage,fuzzing \
-    --max-examples "${FUZZ_EXAMPLES:-10}" \
+    --max-examples "${FUZZ_EXAMPLES:-5}" \
+    --max-time "${FUZZ_MAX_TIME:-40}" \
     --seed "${FUZZ_SEED:-20261201}" \
     --workers 2 \
     --request-timeout 10 \
