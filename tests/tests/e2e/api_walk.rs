@@ -476,11 +476,11 @@ async fn world(db: &TestDb) -> Result<World> {
     let path = format!("/api/v1/alerts?patient={patient_b}");
     let alert_b = eventually("the fall alert", Duration::from_secs(20), || async {
         let alerts = api.get(&path).await.ok()?;
-        alerts.as_array()?.iter().find_map(|a| {
-            (a["rule"] == "fall")
-                .then(|| a["alert_id"].as_i64())
-                .flatten()
-        })
+        alerts
+            .as_array()?
+            .iter()
+            .filter(|a| a["rule"] == "fall")
+            .find_map(|a| a["alert_id"].as_i64())
     })
     .await?;
     Ok(World {
