@@ -121,3 +121,9 @@ cargo build --workspace --bins --quiet
 log "testing (PostgreSQL: ${VAKA_TEST_DATABASE_URL%%@*}@…, MQTT: $VAKA_TEST_MQTT_URL)"
 cargo test --workspace --all-targets "$@"
 fuzz_briefly
+# The HTTP API fuzzed from its OpenAPI document (< 1 min; VAKA_SKIP_FUZZ=1
+# skips it, e.g. offline without a cached schemathesis).
+if [ -z "${VAKA_SKIP_FUZZ:-}" ]; then
+  log "fuzzing the HTTP API (scripts/schemathesis.sh)"
+  ./scripts/schemathesis.sh
+fi

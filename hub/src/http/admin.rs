@@ -241,6 +241,10 @@ async fn assignments(
     Path(id): Path<String>,
 ) -> Result<AppJson<Vec<String>>, ApiError> {
     may_see_staff(&caller, &id)?;
+    // An unknown member of staff has no list (rather than an empty one).
+    if state.store.staff_member(&id).await?.is_none() {
+        return Err(ApiError::NotFound("staff member"));
+    }
     Ok(AppJson(state.store.assignments(&id).await?))
 }
 

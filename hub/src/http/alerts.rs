@@ -2,14 +2,14 @@
 //! engine task, the one owner of alert state, and come back once stored.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, AppJson, AppQuery};
+use super::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::access::Role;
 use crate::alerts::Alert;
 use crate::engine::task::{AlertAction, EngineMsg};
@@ -86,7 +86,7 @@ struct AlertWithHistory {
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
 ) -> Result<AppJson<AlertWithHistory>, ApiError> {
     let alert = visible_alert(&state, &caller, id).await?;
     let history = state.store.alert_history(id).await?;
@@ -140,6 +140,7 @@ async fn act(
     audited: &str,
 ) -> Result<Alert, ApiError> {
     visible_alert(state, caller, action.alert_id()).await?;
+    refuse_nul(&action)?;
     let (reply, rx) = oneshot::channel();
     state
         .engine
@@ -152,6 +153,29 @@ async fn act(
         .audit(caller, audited, alert.patient_id.as_deref(), detail)
         .await?;
     Ok(alert)
+}
+
+/// The engine stores an alert change until the database takes it, retrying;
+/// PostgreSQL never takes a NUL character in text, so one in a note would
+/// hold the engine, and with it every patient's alerts, for ever. Refused
+/// before it gets there.
+fn refuse_nul(action: &AlertAction) -> Result<(), ApiError> {
+    let texts: [Option<&String>; 3] = match action {
+        AlertAction::Acknowledge { actor, .. } => [Some(actor), None, None],
+        AlertAction::Resolve {
+            actor,
+            outcome,
+            note,
+            ..
+        } => [Some(actor), Some(outcome), note.as_ref()],
+        AlertAction::Snooze { actor, reason, .. } => [Some(actor), Some(reason), None],
+    };
+    if texts.into_iter().flatten().any(|t| t.contains('\0')) {
+        return Err(ApiError::BadRequest(
+            "text must not contain NUL (\\u0000) characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -175,7 +199,7 @@ fn actor(caller: &Caller, by: Option<String>) -> String {
 async fn acknowledge(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
     body: axum::body::Bytes,
 ) -> Result<AppJson<Alert>, ApiError> {
     // The body is optional: empty, or {"by": "…"}.
@@ -211,7 +235,7 @@ struct Resolve {
 async fn resolve(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
     AppJson(body): AppJson<Resolve>,
 ) -> Result<AppJson<Alert>, ApiError> {
     if body.note.as_ref().is_some_and(|n| n.len() > 4000) {
@@ -248,18 +272,17 @@ struct Snooze {
 async fn snooze(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    AppPath(id): AppPath<i64>,
     AppJson(body): AppJson<Snooze>,
 ) -> Result<AppJson<Alert>, ApiError> {
     let now = state.clock.now();
     let until = match (body.until.as_deref(), body.minutes) {
         (Some(t), None) => super::parse_time("until", t)?,
-        // Checked: `minutes` comes from the client, and a huge one must be
-        // refused (as too long, by the policy), not overflow.
-        (None, Some(m)) if m > 0 => now.plus_millis(
-            m.checked_mul(vaka_gateway::UnixMillis::MINUTE)
-                .unwrap_or(i64::MAX),
-        ),
+        // Saturating: an absurd number of minutes is refused as too long
+        // (by the alert book), not an overflow.
+        (None, Some(m)) if m > 0 => {
+            now.plus_millis(m.saturating_mul(vaka_gateway::UnixMillis::MINUTE))
+        }
         _ => {
             return Err(ApiError::BadRequest(
                 "give either until (RFC 3339) or minutes (> 0)".into(),

@@ -1,7 +1,7 @@
 //! The one place that decides HTTP statuses. Internals are logged, never
 //! sent: a client sees a code and a sentence, not a SQL error.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -52,12 +52,23 @@ impl ApiError {
                 (StatusCode::CONFLICT, "conflict")
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Store(e) if is_nul_in_text(e) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Store(StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
             }
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
+}
+
+/// PostgreSQL cannot store a NUL character in text (SQLSTATE 22021,
+/// `character_not_in_repertoire`) nor `\u0000` in jsonb (22P05,
+/// `untranslatable_character`); SQLite can. Any id, name or note a client
+/// sends may hold one, so it is the client's mistake, not ours: 400
+/// instead of 500, on every route at once.
+fn is_nul_in_text(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(db))
+        if matches!(db.code().as_deref(), Some("22021" | "22P05")))
 }
 
 impl IntoResponse for ApiError {
@@ -71,6 +82,8 @@ impl IntoResponse for ApiError {
                 }
                 _ => "internal error; it has been logged".to_owned(),
             }
+        } else if matches!(&self, ApiError::Store(e) if is_nul_in_text(e)) {
+            "text must not contain NUL (\\u0000) characters".to_owned()
         } else {
             self.to_string()
         };
@@ -150,4 +163,26 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for App
 
 fn query_rejection(e: QueryRejection) -> String {
     format!("invalid query: {}", e.body_text())
+}
+
+/// `Path` that answers a bad path parameter (an alert id that is not an
+/// integer) with the API's own JSON error body, not axum's plain text.
+pub struct AppPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for AppPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(AppPath(v)),
+            Err(e) => Err(ApiError::BadRequest(path_rejection(e))),
+        }
+    }
+}
+
+fn path_rejection(e: PathRejection) -> String {
+    format!("invalid path: {}", e.body_text())
 }

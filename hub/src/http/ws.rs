@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -85,8 +86,10 @@ async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // A plain GET (no upgrade) gets the API's JSON error, not plain text.
+    let ws = ws.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if caller.staff.is_some() && !same_origin(&headers) {
         return Err(ApiError::Forbidden(
             "the websocket must be opened from this server's own pages".into(),
