@@ -256,7 +256,7 @@ pub async fn database(url: &str, rows: u64, devices: u64) -> Result<DatabaseBase
         let device = m % devices;
         // Distinct per device: one millisecond per message of that device.
         let t = now + (m / devices) as i64;
-        let (metric, unit, value) = if r % 2 == 0 {
+        let (metric, unit, value) = if r.is_multiple_of(2) {
             ("spo2", "%", 95.0 + (m % 5) as f64)
         } else {
             ("hr", "beat/min", 60.0 + (m % 31) as f64)

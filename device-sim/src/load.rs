@@ -552,7 +552,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
                     .await;
                 continue;
             }
-        } else if sent % 64 == 0 {
+        } else if sent.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
         let i = (sent % n as u64) as usize;
@@ -572,7 +572,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
             }
             sent_falls += 1;
         } else {
-            if config.probe_every > 0 && sent_obs % config.probe_every == 0 {
+            if config.probe_every > 0 && sent_obs.is_multiple_of(config.probe_every) {
                 let _ = probe_tx.send(Probe {
                     device: i,
                     id: d.id.clone(),

@@ -297,6 +297,20 @@ fn no_unit(i: usize, name: &str, r: &Resolved<'_>) -> Result<(), Rejection> {
     }
 }
 
+/// Texts are stored and shown to people: control characters (a NUL, which
+/// PostgreSQL refuses to store, would hold up every commit behind it) have
+/// no place in them.
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+fn control_text(i: usize, name: &str) -> Rejection {
+    Rejection::new(
+        RejectCode::BadSenml,
+        format!("record {i}: the text of {name} contains control characters"),
+    )
+}
+
 fn events(parsed: &[Parsed<'_, '_>]) -> Result<Accepted, Rejection> {
     let mut out = Vec::with_capacity(parsed.len());
     for (i, &(name, time, r)) in parsed.iter().enumerate() {
@@ -306,6 +320,7 @@ fn events(parsed: &[Parsed<'_, '_>]) -> Result<Accepted, Rejection> {
         };
         no_unit(i, name, r)?;
         let text = match &r.value {
+            Value::Text(s) if has_control(s) => return Err(control_text(i, name)),
             Value::Text(s) if s.len() <= 256 => Some(s.to_string()),
             Value::Text(_) => {
                 return Err(Rejection::new(
@@ -354,6 +369,7 @@ fn status(parsed: &[Parsed<'_, '_>]) -> Result<Accepted, Rejection> {
             StatusField::Fw => {
                 no_unit(i, name, r)?;
                 match &r.value {
+                    Value::Text(s) if has_control(s) => return Err(control_text(i, name)),
                     Value::Text(s) if s.len() <= 64 => StatusValue::Text(s.to_string()),
                     _ => {
                         return Err(Rejection::new(

@@ -50,6 +50,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the hub: MQTT gateway, rules engine, HTTP API and websocket.

@@ -310,3 +310,33 @@ proptest! {
         prop_assert_eq!(sorted(second), sorted(expected));
     }
 }
+
+#[test]
+fn texts_with_control_characters_are_refused() {
+    // A NUL would be refused by PostgreSQL at commit time and hold up every
+    // message batched with it; it is refused here, with a reason.
+    for payload in [
+        r#"[{"n":"patient_symptom","vs":"yr\u0000sel","t":1764590000}]"#,
+        r#"[{"n":"patient_symptom","vs":"rad\nbrytning","t":1764590000}]"#,
+    ] {
+        assert_eq!(
+            code(Channel::Evt, payload),
+            RejectCode::BadSenml,
+            "{payload}"
+        );
+    }
+    assert_eq!(
+        code(
+            Channel::Status,
+            r#"[{"n":"fw","vs":"1.2\u0000","t":1764590000}]"#
+        ),
+        RejectCode::BadSenml
+    );
+    assert!(
+        run(
+            Channel::Evt,
+            r#"[{"n":"patient_symptom","vs":"yrsel, trött","t":1764590000}]"#
+        )
+        .is_ok()
+    );
+}

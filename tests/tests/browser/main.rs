@@ -139,6 +139,7 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
             seed: 11,
             history_days: 14,
             client_prefix: unique("sim-"),
+            credentials: Default::default(),
         };
         tokio::spawn(async move {
             vaka_sim::run_with(&roster, config, vaka_sim::Timing::default(), shutdown).await
