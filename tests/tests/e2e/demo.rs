@@ -135,15 +135,15 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
         .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
-    let (mut base, mut port, mut database) = (None, None, None);
+    let (mut url, mut token) = (None, None);
+    let (mut port, mut database) = (None, None);
     tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
             let line = line.trim();
-            if let Some(url) = line.strip_prefix("Open:") {
-                base = url
-                    .trim()
-                    .split_once("/#token=")
-                    .map(|(b, t)| (b.to_owned(), t.to_owned()));
+            if let Some(u) = line.strip_prefix("Open:") {
+                url = Some(u.trim().trim_end_matches('/').to_owned());
+            } else if let Some(rest) = line.strip_prefix("API token:") {
+                token = rest.split_whitespace().next().map(str::to_owned);
             } else if let Some(rest) = line.strip_prefix("MQTT:") {
                 port = rest
                     .trim()
@@ -159,8 +159,9 @@ async fn the_demo_broker_lets_a_device_speak_only_for_itself() -> Result<()> {
     })
     .await
     .context("the demo did not print its addresses")??;
+    let base = url.zip(token);
     let ((base, token), port, database) = (
-        base.context("no URL")?,
+        base.context("no URL or API token")?,
         port.context("no MQTT port")?,
         database.context("no database")?,
     );
