@@ -90,6 +90,8 @@ async fn login(
         return Err(locked(until.0));
     }
     let stored = credentials.as_ref().and_then(|c| c.password_hash.clone());
+    // Kept for counting a failure: the check below consumes `credentials`.
+    let known = credentials.as_ref().map(|c| c.staff_id.clone());
     let password = body.password;
     let verified =
         tokio::task::spawn_blocking(move || passwords::verify(&password, stored.as_deref()))
@@ -98,11 +100,11 @@ async fn login(
     let Some(credentials) = credentials.filter(|c| verified && c.active) else {
         let mut detail = None;
         let mut locked_now = None;
-        if let Some(c) = state.store.credentials(&username).await? {
+        if let Some(staff_id) = &known {
             let until = UnixMillis(now.0 + state.login.lockout_ms);
             let failures = state
                 .store
-                .login_failed(&c.staff_id, state.login.max_failures, until)
+                .login_failed(staff_id, state.login.max_failures, until)
                 .await?;
             detail = Some(format!("failure {failures} in a row"));
             if failures >= state.login.max_failures {

@@ -1021,18 +1021,26 @@ pub struct AuditEntry {
     pub source: Option<String>,
 }
 
-impl Store {
-    pub async fn audit(&self, e: &AuditEntry) -> Result<()> {
-        on_pool!(self, pool => sqlx::query(
+/// The insert of one audit entry, bound; a macro because each backend's
+/// query type differs (see [`on_pool!`]).
+macro_rules! audit_insert {
+    ($e:expr) => {
+        sqlx::query(
             "INSERT INTO audit_log (at, actor, action, patient_id, detail, source)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.patient_id)
-        .bind(&e.detail)
-        .bind(&e.source)
+        .bind($e.at)
+        .bind(&$e.actor)
+        .bind(&$e.action)
+        .bind(&$e.patient_id)
+        .bind(&$e.detail)
+        .bind(&$e.source)
+    };
+}
+
+impl Store {
+    pub async fn audit(&self, e: &AuditEntry) -> Result<()> {
+        on_pool!(self, pool => audit_insert!(e)
         .execute(pool)
         .await
         .map(|_| ()))?;
@@ -1045,16 +1053,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for e in entries {
-                sqlx::query(
-                    "INSERT INTO audit_log (at, actor, action, patient_id, detail, source)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(e.at)
-                .bind(&e.actor)
-                .bind(&e.action)
-                .bind(&e.patient_id)
-                .bind(&e.detail)
-                .bind(&e.source)
+                audit_insert!(e)
                 .execute(&mut *tx)
                 .await?;
             }
