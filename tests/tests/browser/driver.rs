@@ -99,6 +99,28 @@ impl Browser {
         Ok(self.client.find(Locator::Css(selector)).await?)
     }
 
+    /// Sends `keys` to the element `selector` finds (WebDriver focuses it
+    /// first, as a keyboard user would). The board redraws its rows as
+    /// readings arrive, so a handle found a moment ago may be stale: find
+    /// it again and retry, a few times.
+    pub async fn press(&self, selector: &str, keys: &str) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            let sent = match self.css(selector).await {
+                Ok(el) => el.send_keys(keys).await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 20 && is_stale(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.context(format!("press {keys:?} on {selector}"))),
+            }
+        }
+    }
+
     /// Opens the dashboard and logs in through the form.
     pub async fn login(&self, base: &str, username: &str, password: &str) -> Result<()> {
         self.client.goto(&format!("{base}/")).await?;
@@ -161,6 +183,11 @@ impl Browser {
     pub async fn close(self) {
         let _ = self.client.close().await;
     }
+}
+
+fn is_stale(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<fantoccini::error::CmdError>()
+        .is_some_and(|e| e.is_stale_element_reference())
 }
 
 /// A directory for this run's screenshots (kept for looking at failures).

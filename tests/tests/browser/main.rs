@@ -187,8 +187,18 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
     );
     assert!(ranks[0] < rank("stable"), "no alert on the board: {rows:?}");
     // Severity is in words too, not only colour.
-    let first_level = a.css("#board tbody tr .col-level").await?.text().await?;
-    assert!(!first_level.trim().is_empty());
+    // (Read in the page: the board redraws its rows as readings arrive, so
+    // an element handle may go stale between finding and reading it.)
+    let first_level = a
+        .js(
+            "return document.querySelector('#board tbody tr .col-level').innerText;",
+            vec![],
+        )
+        .await?;
+    assert!(
+        !first_level.as_str().unwrap_or("").trim().is_empty(),
+        "no words for the level: {first_level}"
+    );
 
     // A second nurse's browser, on the same patients.
     let b = driver.browser().await?;
@@ -250,12 +260,11 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
     .await?;
 
     // Acknowledge in A (keyboard: focus the button, press Enter) …
-    let button = a
-        .css(&format!(
-            "#board tr[data-patient='{patient}'] button[data-action='acknowledge']"
-        ))
-        .await?;
-    button.send_keys("\u{E007}").await?;
+    a.press(
+        &format!("#board tr[data-patient='{patient}'] button[data-action='acknowledge']"),
+        "\u{E007}",
+    )
+    .await?;
     // … and B sees it without reloading.
     let state = format!("[data-alert-id='{alert_id}']");
     b.until("the acknowledgement in the second browser", Duration::from_secs(5),
