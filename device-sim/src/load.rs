@@ -739,14 +739,6 @@ async fn register(
         .map_err(|e| LoadError::Register(e.to_string()))?;
     let base = config.api.trim_end_matches('/');
     let started = Instant::now();
-    // SQLite takes one writer at a time, and the hub's binding transaction
-    // (read, then write) fails with "database is locked" when two overlap;
-    // register one device at a time there.
-    let concurrency = if config.database_url.starts_with("sqlite:") {
-        1
-    } else {
-        REGISTER_CONCURRENCY
-    };
     let results: Vec<Result<(), LoadError>> = stream::iter(ids.iter().enumerate())
         .map(|(i, (device, patient))| {
             let client = client.clone();
@@ -795,7 +787,7 @@ async fn register(
                 Ok(())
             }
         })
-        .buffer_unordered(concurrency)
+        .buffer_unordered(REGISTER_CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -1113,9 +1105,14 @@ impl Db {
                     .collect();
                 let idx: Vec<i64> = (0..probes.len() as i64).collect();
                 sqlx::query_as(
+                    // One index probe per outstanding probe (LATERAL …
+                    // LIMIT 1): a semi-join may hash the whole table, and
+                    // the prober would then cost the database more than
+                    // what it measures.
                     "SELECT p.i FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[]) AS p(d, t, i)
-                     WHERE EXISTS (SELECT 1 FROM observations o
-                                   WHERE o.device_id = p.d AND o.metric = 'spo2' AND o.time = p.t)",
+                     CROSS JOIN LATERAL (SELECT 1 FROM observations o
+                                         WHERE o.device_id = p.d AND o.metric = 'spo2' AND o.time = p.t
+                                         LIMIT 1) AS found",
                 )
                 .bind(ids)
                 .bind(times)

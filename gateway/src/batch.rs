@@ -10,11 +10,21 @@
 //! keeps the messages, and stops sending more once its in-flight window is
 //! full. That is the back-pressure, and nothing is dropped.
 //!
+//! **Pipelining.** A commit spends most of its time waiting: for the
+//! database's round trips and for its write-ahead log to reach the disk. So
+//! up to [`BatchConfig::pipeline`] batches commit at once, each in a task of
+//! its own, while the next batch is collected. Their results are taken in
+//! the order the batches were collected: [`Sink::deliver`] (the hub hands
+//! the new records to its rules engine) and the acknowledgements happen
+//! strictly in arrival order, whichever commit finished first.
+//!
 //! Before validation each message passes its device's token bucket
 //! ([`crate::throttle`]): a flooding device's excess is refused unparsed,
 //! so it cannot crowd out the other devices' messages.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +32,8 @@ use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -32,6 +43,7 @@ use crate::model::{Content, UnixMillis};
 use crate::mqtt::Received;
 use crate::throttle::{Admit, LimitReport, Throttle};
 use crate::topics::{Channel, DeviceId, ParsedTopic, TopicRoot};
+use crate::turn::{Stage, State, Turn, TurnError};
 use crate::validate::{self, Limits};
 
 /// An accepted message, handed to the [`Sink`].
@@ -60,19 +72,42 @@ pub enum Disposition {
 /// A failed commit. The batch will be retried.
 pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a successful commit returns: one disposition per message, in order,
+/// and whatever the sink wants handed back to it in [`Sink::deliver`].
+#[derive(Debug)]
+pub struct Committed<R> {
+    pub dispositions: Vec<Disposition>,
+    pub receipt: R,
+}
+
 /// Durable storage for accepted messages.
-pub trait Sink: Send {
-    /// Commits all `messages` in one go and returns one disposition per
-    /// message, in order. When this returns `Ok`, everything is durable.
+///
+/// Several batches may be in [`Sink::commit`] at once (see the module's
+/// pipelining), so a commit must be safe beside another one, and must not
+/// pass on what it stored: that is [`Sink::deliver`]'s, which is called
+/// once per committed batch, in the order the batches were received.
+pub trait Sink: Send + Sync + 'static {
+    /// What a commit hands on to [`Sink::deliver`].
+    type Receipt: Send + 'static;
+
+    /// Commits all `messages` in one go, taking its [`Turn`]: no write
+    /// before [`Turn::may_write`], [`Turn::written`] after the last
+    /// statement, no commit before [`Turn::may_commit`] (roll back when
+    /// either says no). When this returns `Ok`, everything is durable.
     fn commit(
-        &mut self,
+        &self,
         messages: &[Message],
-    ) -> impl Future<Output = Result<Vec<Disposition>, SinkError>> + Send;
+        turn: &mut Turn,
+    ) -> impl Future<Output = Result<Committed<Self::Receipt>, SinkError>> + Send;
+
+    /// Passes on what a commit stored; called in batch order, before the
+    /// batch's acknowledgements. Waiting here is back-pressure.
+    fn deliver(&self, receipt: Self::Receipt) -> impl Future<Output = ()> + Send;
 
     /// Devices that began or ended an episode of breaking their limits
     /// (too fast, too large): the hub raises or clears a technical alert.
     /// Called after the batch's acknowledgements; it cannot fail the batch.
-    fn report_limits(&mut self, reports: Vec<LimitReport>) -> impl Future<Output = ()> + Send {
+    fn report_limits(&self, reports: Vec<LimitReport>) -> impl Future<Output = ()> + Send {
         let _ = reports;
         std::future::ready(())
     }
@@ -86,6 +121,9 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Stop waiting when no message has come for this long.
     pub max_idle: Duration,
+    /// Batches committing at once (1: one after the other). Worth more than
+    /// one where commits can overlap (PostgreSQL); SQLite has one writer.
+    pub pipeline: usize,
 }
 
 impl Default for BatchConfig {
@@ -94,6 +132,7 @@ impl Default for BatchConfig {
             max_messages: 1_000,
             max_wait: Duration::from_millis(5),
             max_idle: Duration::from_millis(1),
+            pipeline: 4,
         }
     }
 }
@@ -129,45 +168,70 @@ enum Item {
     Accepted { index: usize },
 }
 
-pub(crate) struct Batcher<S> {
-    pub rx: mpsc::Receiver<Received>,
+/// A batch collected, classified and handed to a commit task, waiting for
+/// its turn to be delivered and acknowledged.
+pub(crate) struct Pending<R> {
+    received: Vec<Received>,
+    items: Vec<Item>,
+    messages: Arc<[Message]>,
+    reports: Vec<LimitReport>,
+    /// Its stage in the pipeline; the next batch's [`Turn`] watches it.
+    state: Arc<watch::Sender<State>>,
+    /// `None` when nothing in the batch needs storing.
+    commit: Option<JoinHandle<Option<Committed<R>>>>,
+}
+
+pub(crate) struct Batcher<S: Sink> {
+    pub rx: mpsc::UnboundedReceiver<Received>,
     pub client: AsyncClient,
-    pub sink: S,
+    pub sink: Arc<S>,
     pub root: TopicRoot,
     pub limits: Limits,
     pub config: BatchConfig,
     pub metrics: GatewayMetrics,
     pub clock: fn() -> UnixMillis,
     pub throttle: Throttle,
+    /// Oldest first.
+    pub pending: VecDeque<Pending<S::Receipt>>,
 }
 
 impl<S: Sink> Batcher<S> {
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut received = Vec::with_capacity(self.config.max_messages);
         // How often idle devices' episodes are looked at (to end them).
         let every = (self.throttle.limit().calm_after / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(5));
         let mut sweep = tokio::time::interval(every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let pipeline = self.config.pipeline.max(1);
         loop {
-            received.clear();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // The oldest batch's commit, when it is done.
+                done = oldest_commit(&mut self.pending), if !self.pending.is_empty() => {
+                    if !self.finish(done, &shutdown).await {
+                        break;
+                    }
+                }
                 _ = sweep.tick() => {
                     let mut reports = Vec::new();
                     self.throttle.sweep(Instant::now(), &mut reports);
                     self.report(reports).await;
-                    continue;
                 }
-                first = self.rx.recv() => match first {
-                    Some(r) => received.push(r),
+                first = self.rx.recv(), if self.pending.len() < pipeline => match first {
+                    Some(r) => {
+                        let received = self.collect_more(r).await;
+                        self.start(received, &shutdown);
+                    }
                     None => break,
                 },
             }
-            self.collect_more(&mut received).await;
-            self.metrics.intake_queue.dec_by(received.len() as i64);
-            if !self.process(&received, &shutdown).await {
+        }
+        // Batches already committing finish and are acknowledged, in order;
+        // from the first that did not commit on, nothing is acknowledged.
+        while !self.pending.is_empty() {
+            let done = oldest_commit(&mut self.pending).await;
+            if !self.finish(done, &shutdown).await {
                 break;
             }
         }
@@ -177,12 +241,14 @@ impl<S: Sink> Batcher<S> {
         }
     }
 
-    /// Adds what arrives within `max_wait` of the first message.
+    /// Adds to `first` what arrives within `max_wait` of it.
     ///
     /// It also stops when nothing has come for `max_idle`: the broker sends
     /// no more than its in-flight window before it sees acknowledgements, so
     /// once the window has arrived, waiting longer only delays them.
-    async fn collect_more(&mut self, received: &mut Vec<Received>) {
+    async fn collect_more(&mut self, first: Received) -> Vec<Received> {
+        let mut received = Vec::with_capacity(self.config.max_messages.min(1024));
+        received.push(first);
         let deadline = tokio::time::Instant::now() + self.config.max_wait;
         while received.len() < self.config.max_messages {
             match self.rx.try_recv() {
@@ -190,38 +256,103 @@ impl<S: Sink> Batcher<S> {
                     received.push(r);
                     continue;
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             tokio::select! {
                 r = self.rx.recv() => match r {
                     Some(r) => received.push(r),
-                    None => return,
+                    None => break,
                 },
-                _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + self.config.max_idle)) => return,
+                _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + self.config.max_idle)) => break,
             }
         }
+        self.metrics.intake_queue.dec_by(received.len() as i64);
+        received
     }
 
-    /// Validates, commits, replies and acknowledges one batch. Returns false
-    /// when shutdown interrupted it (nothing of it was acknowledged).
-    async fn process(&mut self, received: &[Received], shutdown: &CancellationToken) -> bool {
+    /// Classifies one batch and starts its commit in a task of its own.
+    fn start(&mut self, received: Vec<Received>, shutdown: &CancellationToken) {
         let now = (self.clock)();
         let mut items = Vec::with_capacity(received.len());
         let mut messages = Vec::with_capacity(received.len());
         let mut reports = Vec::new();
-        for r in received {
+        for r in &received {
             items.push(self.classify(r, now, &mut messages, &mut reports));
         }
-
-        let dispositions = if messages.is_empty() {
-            Vec::new()
+        let messages: Arc<[Message]> = messages.into();
+        let first = if messages.is_empty() {
+            State::NOTHING
         } else {
-            match self.commit_with_retry(&messages, shutdown).await {
-                Some(d) => d,
-                None => return false,
+            State::START
+        };
+        let state = Arc::new(watch::channel(first).0);
+        let previous = self.pending.back().map(|p| p.state.subscribe());
+        let commit = (!messages.is_empty()).then(|| {
+            tokio::spawn(commit_with_retry(
+                self.sink.clone(),
+                messages.clone(),
+                Turn::new(previous, state.clone()),
+                self.metrics.clone(),
+                shutdown.clone(),
+            ))
+        });
+        self.pending.push_back(Pending {
+            received,
+            items,
+            messages,
+            reports,
+            state,
+            commit,
+        });
+    }
+
+    /// Delivers, replies to and acknowledges the oldest batch, whose commit
+    /// ended with `done`. Returns false when it did not commit (shutdown
+    /// interrupted its retries): then nothing of it is acknowledged.
+    async fn finish(&mut self, done: CommitEnd<S::Receipt>, shutdown: &CancellationToken) -> bool {
+        let committed = match done {
+            CommitEnd::Done(c) => c,
+            CommitEnd::Interrupted => return false,
+            CommitEnd::Panicked(e) => {
+                // A bug in the sink. Nothing of the batch is acknowledged;
+                // commit it again rather than lose it or the order.
+                error!(error = %e, "BUG: a commit task failed; committing the batch again");
+                let p = self
+                    .pending
+                    .front_mut()
+                    .expect("BUG: finish without a batch");
+                // The oldest batch has nobody before it; the ones after it
+                // see the failure and start over after it.
+                let turn = Turn::new(None, p.state.clone());
+                turn.retry();
+                p.commit = Some(tokio::spawn(commit_with_retry(
+                    self.sink.clone(),
+                    p.messages.clone(),
+                    turn,
+                    self.metrics.clone(),
+                    shutdown.clone(),
+                )));
+                return true;
             }
         };
+        let Pending {
+            received,
+            items,
+            messages,
+            reports,
+            ..
+        } = self
+            .pending
+            .pop_front()
+            .expect("BUG: finish without a batch");
+        let (dispositions, receipt) = match committed {
+            Some(c) => (c.dispositions, Some(c.receipt)),
+            None => (Vec::new(), None),
+        };
+        if let Some(receipt) = receipt {
+            self.sink.deliver(receipt).await;
+        }
         let committed = Instant::now();
 
         for (r, item) in received.iter().zip(&items) {
@@ -369,39 +500,6 @@ impl<S: Sink> Batcher<S> {
         }
     }
 
-    async fn commit_with_retry(
-        &mut self,
-        messages: &[Message],
-        shutdown: &CancellationToken,
-    ) -> Option<Vec<Disposition>> {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let started = Instant::now();
-            match self.sink.commit(messages).await {
-                Ok(d) => {
-                    self.metrics
-                        .commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    return Some(d);
-                }
-                Err(e) => {
-                    self.metrics.commit_failures.inc();
-                    warn!(
-                        error = %e,
-                        messages = messages.len(),
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "commit failed; holding the batch unacknowledged"
-                    );
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
     fn reply(&self, err_topic: &str, topic: &str, rejection: &Rejection, reference: &str) {
         self.metrics.reject(rejection.code);
         // The detail may quote a reading, which is health data: only at
@@ -429,5 +527,83 @@ impl<S: Sink> Batcher<S> {
             // Only when the event loop is gone; the broker redelivers.
             debug!(error = %e, "acknowledgement not queued");
         }
+    }
+}
+
+/// How the oldest pending batch's commit ended.
+enum CommitEnd<R> {
+    /// Stored (`None`: nothing in the batch needed storing).
+    Done(Option<Committed<R>>),
+    /// Shutdown interrupted its retries: nothing of it is stored.
+    Interrupted,
+    /// The commit task panicked (a bug).
+    Panicked(JoinError),
+}
+
+/// Waits for the oldest pending batch's commit. Cancel-safe: dropping this
+/// leaves the commit task running and its handle in place.
+async fn oldest_commit<R>(pending: &mut VecDeque<Pending<R>>) -> CommitEnd<R> {
+    let Some(handle) = pending.front_mut().and_then(|p| p.commit.as_mut()) else {
+        return CommitEnd::Done(None);
+    };
+    match handle.await {
+        Ok(Some(c)) => CommitEnd::Done(Some(c)),
+        Ok(None) => CommitEnd::Interrupted,
+        Err(e) => CommitEnd::Panicked(e),
+    }
+}
+
+/// Commits one batch, retrying with back-off until it is stored; `None`
+/// when shutdown came first. A failed commit acknowledges nothing: the
+/// broker keeps the messages meanwhile.
+async fn commit_with_retry<S: Sink>(
+    sink: Arc<S>,
+    messages: Arc<[Message]>,
+    mut turn: Turn,
+    metrics: GatewayMetrics,
+    shutdown: CancellationToken,
+) -> Option<Committed<S::Receipt>> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let started = Instant::now();
+        let e = match sink.commit(&messages, &mut turn).await {
+            Ok(committed) => {
+                turn.set(Stage::Committed);
+                metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                return Some(committed);
+            }
+            Err(e) => e,
+        };
+        match turn.take_refusal() {
+            Some(TurnError::Abandoned) => {
+                turn.set(Stage::Abandoned);
+                return None;
+            }
+            // The batch before failed: start over after its retry.
+            Some(TurnError::PreviousFailed) => {
+                turn.retry();
+                continue;
+            }
+            None => {}
+        }
+        // The batches after this one start over too.
+        turn.retry();
+        metrics.commit_failures.inc();
+        warn!(
+            error = %e,
+            messages = messages.len(),
+            retry_in_ms = backoff.as_millis() as u64,
+            "commit failed; holding the batch unacknowledged"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                turn.set(Stage::Abandoned);
+                return None;
+            }
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -15,7 +15,10 @@
 //! - `mqtt`: the rumqttc poll loop, which only polls and forwards.
 //! - [`throttle`]: per-device token buckets and limit episodes.
 //! - `batch`: group commit: collect for a few milliseconds, commit once
-//!   through the [`Sink`], then answer rejections and acknowledge in order.
+//!   through the [`Sink`] (a few batches at once), then deliver, answer
+//!   rejections and acknowledge, in arrival order.
+//! - [`turn`](Turn): how batches committing at once take turns, so that
+//!   what is durable is always a prefix of what arrived.
 
 #[doc(hidden)]
 pub use serde as __serde;
@@ -35,12 +38,14 @@ pub mod metrics;
 
 mod batch;
 mod mqtt;
+mod turn;
 
-pub use batch::{BatchConfig, Disposition, Message, Sink, SinkError};
+pub use batch::{BatchConfig, Committed, Disposition, Message, Sink, SinkError};
 pub use metrics::GatewayMetrics;
 pub use mqtt::{BrokerAddress, MqttConfig};
 pub use throttle::{LimitReport, RateLimit};
 pub use tls::TlsFiles;
+pub use turn::{Turn, TurnError};
 
 use std::time::Duration;
 
@@ -51,9 +56,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::validate::Limits;
-
-/// Messages received and not yet batched, at most.
-const INTAKE_CAPACITY: usize = 65_536;
 
 /// Everything the gateway needs to know.
 #[derive(Debug, Clone)]
@@ -155,8 +157,9 @@ impl Gateway {
     /// Runs until `shutdown`: then finishes the batch in hand (commit,
     /// replies, acknowledgements), disconnects, and returns.
     pub async fn run<S: Sink>(self, sink: S, shutdown: CancellationToken) {
-        // Far above any broker's in-flight window (see `mqtt`).
-        let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
+        // Unbounded for QoS 1: the broker's in-flight window bounds it (see
+        // `mqtt`).
+        let (tx, rx) = mpsc::unbounded_channel();
         let poll = mqtt::PollLoop {
             client: self.client.clone(),
             eventloop: self.eventloop,
@@ -170,13 +173,14 @@ impl Gateway {
         let batcher = batch::Batcher {
             rx,
             client: self.client,
-            sink,
+            sink: std::sync::Arc::new(sink),
             root: self.config.topic_root,
             limits: self.config.limits,
             config: self.config.batch,
             metrics: self.metrics,
             clock: self.config.clock,
             throttle: throttle::Throttle::new(self.config.rate),
+            pending: Default::default(),
         };
         batcher.run(shutdown).await;
         // The poll loop flushes the last acknowledgements and our DISCONNECT;

@@ -130,7 +130,7 @@ impl GatewayMetrics {
         );
         r.register(
             "intake_dropped",
-            "Messages dropped because the intake queue was full (QoS 1 ones are redelivered)",
+            "QoS 0 messages dropped because the intake queue was full (QoS 1 messages are never dropped)",
             self.intake_dropped.clone(),
         );
         r.register(

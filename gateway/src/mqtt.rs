@@ -13,14 +13,18 @@
 //! rumqttc's `EventLoop::poll` owns the socket and must never be blocked: it
 //! also sends our acknowledgements and keep-alives. So the loop here does
 //! nothing but poll, keep the subscriptions alive, and forward each incoming
-//! publish to the batcher. It never waits for room in that channel: were it
+//! publish to the batcher. It never waits for room in the intake: were it
 //! to, it would stop sending the very acknowledgements that make room (the
-//! batcher's acks go through this loop), and both would wait forever. The
-//! broker's in-flight window keeps the channel far from full (it sends no
-//! more unacknowledged QoS 1 messages than that); should it fill anyway (a
-//! flood at QoS 0), the message is dropped and counted. A dropped QoS 1
-//! message is not lost: unacknowledged, the broker sends it again on the
-//! next connection.
+//! batcher's acks go through this loop), and both would wait forever.
+//!
+//! Nor does it ever drop a QoS 1 message: an unacknowledged message is
+//! redelivered only on the next connection, so one dropped on a live
+//! connection would sit in the broker's in-flight window until then, and
+//! its reading would be late by as long as the connection lasts. The
+//! intake is therefore unbounded for QoS 1 and 2; the broker's in-flight
+//! window (our Receive Maximum) is what bounds it, and the intake's length
+//! is in `/metrics`. Only QoS 0 messages, which the sender gave up on
+//! anyway, are dropped beyond [`QOS0_INTAKE_LIMIT`] waiting messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,6 +160,10 @@ pub(crate) fn connect(config: &MqttConfig) -> Result<(AsyncClient, EventLoop), E
     Ok(AsyncClient::new(options, requests))
 }
 
+/// Beyond this many messages waiting in the intake, QoS 0 messages are
+/// dropped (counted in `vaka_mqtt_intake_dropped_total`).
+pub(crate) const QOS0_INTAKE_LIMIT: i64 = 65_536;
+
 /// One received publish and when it arrived.
 pub(crate) struct Received {
     pub publish: Publish,
@@ -167,7 +175,7 @@ pub(crate) struct PollLoop {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
     pub root: TopicRoot,
-    pub tx: mpsc::Sender<Received>,
+    pub tx: mpsc::UnboundedSender<Received>,
     pub connected: watch::Sender<bool>,
     pub metrics: GatewayMetrics,
     pub clock: fn() -> UnixMillis,
@@ -201,17 +209,17 @@ impl PollLoop {
                         at: (self.clock)(),
                         instant: Instant::now(),
                     };
-                    match self.tx.try_send(received) {
-                        Ok(()) => {
-                            self.metrics.intake_queue.inc();
-                        }
-                        Err(mpsc::error::TrySendError::Full(r)) => {
-                            self.metrics.intake_dropped.inc();
-                            warn!(qos = ?r.publish.qos, "intake full; message dropped (QoS 1 is redelivered on reconnect)");
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            debug!("batcher gone; not forwarding (the broker will redeliver)");
-                        }
+                    if received.publish.qos == QoS::AtMostOnce
+                        && self.metrics.intake_queue.get() >= QOS0_INTAKE_LIMIT
+                    {
+                        self.metrics.intake_dropped.inc();
+                        warn!("intake full; a QoS 0 message dropped");
+                        continue;
+                    }
+                    if self.tx.send(received).is_ok() {
+                        self.metrics.intake_queue.inc();
+                    } else {
+                        debug!("batcher gone; not forwarding (the broker will redeliver)");
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {

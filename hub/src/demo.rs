@@ -140,7 +140,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         topic_root,
         api_token: token,
         limits: Default::default(),
-        batch: Default::default(),
+        batch: vaka_gateway::BatchConfig {
+            pipeline: store.default_commit_pipeline(),
+            ..Default::default()
+        },
         rate: Default::default(),
         https: None,
         policy: Default::default(),

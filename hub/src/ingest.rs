@@ -3,29 +3,60 @@
 //! transaction, and pass only the records that were new on to the engine.
 //!
 //! Passing only new records is what makes a redelivered message raise no
-//! alert twice: the store's unique keys decide what is new.
+//! alert twice: the store's unique keys decide what is new. The gateway may
+//! commit several batches at once; it hands each one's new records back to
+//! [`Sink::deliver`] in arrival order, so the engine sees them in that order.
 //!
 //! The registry is read for every batch, so a device revoked with `vaka
 //! device revoke` is refused (quarantined as `revoked_device`) from the
 //! next batch on, whatever its broker connection still allows.
+//!
+//! A device's "last contact" (`devices.last_seen_at`) is written at most
+//! once a minute per device, unless a status message changes what is shown
+//! of the device (battery, connection): updating that row for every batch
+//! would make batches that commit at once wait for each other's row locks.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 use tracing::error;
 use vaka_gateway::model::{Content, EventKind};
 use vaka_gateway::{
-    Disposition, LimitReport, Message, RejectCode, Rejection, Sink, SinkError, TopicRoot,
-    UnixMillis,
+    Committed, Disposition, LimitReport, Message, RejectCode, Rejection, Sink, SinkError,
+    TopicRoot, Turn, UnixMillis,
 };
 
 use crate::engine::task::{EngineMsg, Ingested};
 use crate::store::{FiledMessage, IngestBatch, QuarantinedMessage, RegistryRow, Store};
 
+/// How stale a device's stored "last contact" may get.
+const LAST_SEEN_EVERY_MS: i64 = UnixMillis::MINUTE;
+
 pub struct Ingest {
-    pub store: Store,
-    pub engine: mpsc::Sender<EngineMsg>,
-    pub topic_root: TopicRoot,
+    store: Store,
+    engine: mpsc::Sender<EngineMsg>,
+    topic_root: TopicRoot,
+    /// Per device, the newest "last contact" written.
+    last_seen_written: Mutex<HashMap<String, UnixMillis>>,
+}
+
+impl Ingest {
+    pub fn new(store: Store, engine: mpsc::Sender<EngineMsg>, topic_root: TopicRoot) -> Ingest {
+        Ingest {
+            store,
+            engine,
+            topic_root,
+            last_seen_written: Mutex::default(),
+        }
+    }
+}
+
+/// What a committed batch has for the engine.
+pub struct ForEngine {
+    ingested: Vec<Ingested>,
+    /// Falls and help calls from devices bound to nobody.
+    alarms: Vec<EngineMsg>,
 }
 
 /// Where one message goes.
@@ -92,7 +123,13 @@ fn only_new(content: &Content, new: &[bool]) -> Content {
 }
 
 impl Sink for Ingest {
-    async fn commit(&mut self, messages: &[Message]) -> Result<Vec<Disposition>, SinkError> {
+    type Receipt = ForEngine;
+
+    async fn commit(
+        &self,
+        messages: &[Message],
+        turn: &mut Turn,
+    ) -> Result<Committed<ForEngine>, SinkError> {
         let mut devices: Vec<&str> = messages.iter().map(|m| m.device.as_str()).collect();
         devices.sort_unstable();
         devices.dedup();
@@ -125,11 +162,13 @@ impl Sink for Ingest {
                 }
             }
         }
+        batch.seen_recently = self.seen_recently(&batch.filed);
 
-        let outcome = self.store.ingest(&batch).await?;
+        let outcome = self.store.ingest(&batch, turn).await?;
+        self.note_seen(&batch);
 
         let mut dispositions = Vec::with_capacity(messages.len());
-        let mut to_engine = Vec::new();
+        let mut ingested = Vec::new();
         let mut alarms = Vec::new();
         for (m, f) in messages.iter().zip(&filing) {
             match f {
@@ -141,7 +180,7 @@ impl Sink for Ingest {
                         duplicates: new.len() - fresh,
                     });
                     if fresh > 0 {
-                        to_engine.push(Ingested {
+                        ingested.push(Ingested {
                             patient_id: batch.filed[*i].patient_id.to_owned(),
                             device_id: m.device.as_str().to_owned(),
                             arrived: m.received_at,
@@ -171,25 +210,31 @@ impl Sink for Ingest {
                 }
             }
         }
+        Ok(Committed {
+            dispositions,
+            receipt: ForEngine { ingested, alarms },
+        })
+    }
+
+    async fn deliver(&self, receipt: ForEngine) {
         // Waiting here when the engine is busy is the back-pressure.
-        if !to_engine.is_empty()
+        if !receipt.ingested.is_empty()
             && self
                 .engine
-                .send(EngineMsg::Ingested(to_engine))
+                .send(EngineMsg::Ingested(receipt.ingested))
                 .await
                 .is_err()
         {
             error!("the engine has stopped; committed readings are evaluated on the next start");
         }
-        for alarm in alarms {
+        for alarm in receipt.alarms {
             if self.engine.send(alarm).await.is_err() {
                 error!("the engine has stopped; an unbound-device alarm was not raised");
             }
         }
-        Ok(dispositions)
     }
 
-    async fn report_limits(&mut self, reports: Vec<LimitReport>) {
+    async fn report_limits(&self, reports: Vec<LimitReport>) {
         if self
             .engine
             .send(EngineMsg::DeviceLimits(reports))
@@ -197,6 +242,47 @@ impl Sink for Ingest {
             .is_err()
         {
             error!("the engine has stopped; a device over its limits was not reported");
+        }
+    }
+}
+
+impl Ingest {
+    /// Devices of `filed` whose "last contact" was written less than
+    /// [`LAST_SEEN_EVERY_MS`] before their newest message here.
+    fn seen_recently<'m>(&self, filed: &[FiledMessage<'m>]) -> std::collections::HashSet<&'m str> {
+        let written = self
+            .last_seen_written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        filed
+            .iter()
+            .filter(|f| {
+                written
+                    .get(f.message.device.as_str())
+                    .is_some_and(|w| f.message.received_at.0 - w.0 < LAST_SEEN_EVERY_MS)
+            })
+            .map(|f| f.message.device.as_str())
+            .collect()
+    }
+
+    /// Remembers the "last contact" a committed batch wrote.
+    fn note_seen(&self, batch: &IngestBatch<'_>) {
+        let mut written = self
+            .last_seen_written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for f in &batch.filed {
+            let device = f.message.device.as_str();
+            if batch.seen_recently.contains(device) {
+                continue;
+            }
+            let at = f.message.received_at;
+            match written.get_mut(device) {
+                Some(w) => *w = (*w).max(at),
+                None => {
+                    written.insert(device.to_owned(), at);
+                }
+            }
         }
     }
 }

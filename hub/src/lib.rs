@@ -124,11 +124,7 @@ pub async fn run(
     let intake_stop = CancellationToken::new();
     let engine_stop = CancellationToken::new();
     let intake = TaskTracker::new();
-    let ingest = ingest::Ingest {
-        store: store.clone(),
-        engine: engine_tx,
-        topic_root: config.topic_root.clone(),
-    };
+    let ingest = ingest::Ingest::new(store.clone(), engine_tx, config.topic_root.clone());
     intake.spawn(gateway.run(ingest, intake_stop.clone()));
     let http_stop = intake_stop.clone();
     let https = config.https.clone();

@@ -323,6 +323,11 @@ struct ServeArgs {
     #[arg(long, env = "VAKA_BATCH_MAX", default_value_t = 1000)]
     batch_max: usize,
 
+    /// Batches committing at once [default: 4 on PostgreSQL, 1 on SQLite,
+    /// which has one writer].
+    #[arg(long, env = "VAKA_COMMIT_PIPELINE", value_parser = clap::value_parser!(u16).range(1..=64))]
+    commit_pipeline: Option<u16>,
+
     /// Readings older than this are refused (too_old).
     #[arg(long, env = "VAKA_MAX_READING_AGE_DAYS", default_value_t = 365)]
     max_reading_age_days: i64,
@@ -767,6 +772,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         batch: BatchConfig {
             max_messages: args.batch_max.max(1),
             max_wait: Duration::from_millis(args.batch_wait_ms),
+            pipeline: args
+                .commit_pipeline
+                .map_or(store.default_commit_pipeline(), usize::from),
             ..BatchConfig::default()
         },
         rate: vaka_gateway::RateLimit {

@@ -181,8 +181,12 @@ mod tests {
                 })
                 .collect(),
             quarantined: vec![],
+            ..Default::default()
         };
-        store.ingest(&batch).await.expect("ingest");
+        store
+            .ingest(&batch, &mut vaka_gateway::Turn::alone())
+            .await
+            .expect("ingest");
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 use vaka_gateway::UnixMillis;
 
-use super::{DbTime, Result, Store, StoreError, on_pool};
+use super::{BeginWrite, DbTime, Result, Store, StoreError, on_pool};
 use crate::alerts::{Alert, AlertState, Change};
 use crate::engine::rules::{Category, RuleId, Severity};
 
@@ -128,7 +128,7 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("readings do not serialize: {e}")))?;
         let t = &change.transition;
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let id = match a.alert_id {
                 None => {
                     let (id,): (i64,) = sqlx::query_as(

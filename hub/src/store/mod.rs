@@ -33,7 +33,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use vaka_gateway::model::{Content, DeviceKind, EventKind, Metric};
-use vaka_gateway::{Message, RejectCode, UnixMillis};
+use vaka_gateway::{Message, RejectCode, Turn, UnixMillis};
 
 /// Runs `$body` with `$pool` bound to the backend's pool, once per backend.
 macro_rules! on_pool {
@@ -60,6 +60,8 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Turn(#[from] vaka_gateway::TurnError),
 }
 
 impl StoreError {
@@ -73,6 +75,39 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Begins a transaction that will write. On SQLite it takes the write lock
+/// at once (`BEGIN IMMEDIATE`): a deferred transaction that reads first and
+/// writes later fails at once with "database is locked" when another writer
+/// committed in between (the busy timeout does not cover that upgrade),
+/// whereas an immediate one waits its turn. PostgreSQL needs nothing of the
+/// kind: its row locks wait.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send
+    {
+        self.begin()
+    }
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
 
 /// A connection pool to one of the two backends.
 #[derive(Debug, Clone)]
@@ -112,6 +147,16 @@ impl Store {
             Ok(Store::Sqlite(pool))
         } else {
             Err(StoreError::Url(url.to_owned()))
+        }
+    }
+
+    /// How many ingest batches should commit at once: PostgreSQL overlaps
+    /// them (each waits mostly for round trips and its WAL flush); SQLite
+    /// has one writer.
+    pub fn default_commit_pipeline(&self) -> usize {
+        match self {
+            Store::Postgres(_) => 4,
+            Store::Sqlite(_) => 1,
         }
     }
 
@@ -268,7 +313,7 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Binding> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let known: Option<(String,)> = sqlx::query_as("SELECT device_id FROM devices WHERE device_id = $1")
                 .bind(device_id)
                 .fetch_optional(&mut *tx)
@@ -341,44 +386,14 @@ impl Store {
 
     // ---------------------------------------------------------------- ingest
 
-    /// Stores a batch of messages in one transaction; tells, per record,
-    /// whether it was new.
-    ///
-    /// Quarantine goes in a transaction of its own: both are idempotent, and
-    /// the gateway acknowledges only when both have committed, so a failure
-    /// between them is a retry that stores nothing twice.
-    pub async fn ingest(&self, batch: &IngestBatch<'_>) -> Result<IngestOutcome> {
-        let outcome = match self {
-            Store::Postgres(pool) => pg::ingest(pool, batch).await?,
-            Store::Sqlite(pool) => sqlite::ingest(pool, batch).await?,
-        };
-        if !batch.quarantined.is_empty() {
-            self.quarantine_messages(&batch.quarantined).await?;
+    /// Stores a batch of messages, quarantine included, in one
+    /// transaction, taking its [`Turn`] in the gateway's commit pipeline;
+    /// tells, per record, whether it was new.
+    pub async fn ingest(&self, batch: &IngestBatch<'_>, turn: &mut Turn) -> Result<IngestOutcome> {
+        match self {
+            Store::Postgres(pool) => pg::ingest(pool, batch, turn).await,
+            Store::Sqlite(pool) => sqlite::ingest(pool, batch, turn).await,
         }
-        Ok(outcome)
-    }
-
-    async fn quarantine_messages(&self, messages: &[QuarantinedMessage<'_>]) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for q in messages {
-                sqlx::query(
-                    "INSERT INTO quarantine (received_at, device_id, topic, reason, reference, first_time, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                )
-                .bind(DbTime(q.message.received_at))
-                .bind(q.message.device.as_str())
-                .bind(&q.topic)
-                .bind(q.reason.as_str())
-                .bind(&q.message.reference)
-                .bind(q.message.content.first_time().map(DbTime))
-                .bind(q.message.payload.as_ref())
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
     }
 
     // ----------------------------------------------------------- observations
@@ -807,6 +822,9 @@ pub struct QuarantinedMessage<'m> {
 pub struct IngestBatch<'m> {
     pub filed: Vec<FiledMessage<'m>>,
     pub quarantined: Vec<QuarantinedMessage<'m>>,
+    /// Devices whose "last contact" need not be written this time (it was,
+    /// a moment ago); their status changes are written all the same.
+    pub seen_recently: std::collections::HashSet<&'m str>,
 }
 
 /// Per filed message, per record (in the message's order): newly stored?
@@ -985,12 +1003,22 @@ impl<'m> Flat<'m> {
             touch.seen = touch.seen.max(received);
             touch.update.merge(update);
         }
-        flat.devices = touched.into_values().collect();
+        flat.devices = touched
+            .into_values()
+            .filter(|t| !(t.update.is_empty() && batch.seen_recently.contains(t.device)))
+            .collect();
         (flat, outcome)
     }
 }
 
 impl DeviceUpdate {
+    fn is_empty(&self) -> bool {
+        self.battery_pct.is_none()
+            && self.connection.is_none()
+            && self.firmware.is_none()
+            && self.heartbeat_s.is_none()
+    }
+
     /// Later values win.
     fn merge(&mut self, later: DeviceUpdate) {
         if later.battery_pct.is_some() {
@@ -1023,6 +1051,24 @@ pub struct AuditEntry {
 
 /// The insert of one audit entry, bound; a macro because each backend's
 /// query type differs (see [`on_pool!`]).
+/// The insert of one quarantined message (idempotent), for either backend.
+macro_rules! quarantine_insert {
+    ($q:expr) => {
+        sqlx::query(
+            "INSERT INTO quarantine (received_at, device_id, topic, reason, reference, first_time, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(DbTime($q.message.received_at))
+        .bind($q.message.device.as_str())
+        .bind(&$q.topic)
+        .bind($q.reason.as_str())
+        .bind(&$q.message.reference)
+        .bind($q.message.content.first_time().map(DbTime))
+        .bind($q.message.payload.as_ref())
+    };
+}
+pub(crate) use quarantine_insert;
+
 macro_rules! audit_insert {
     ($e:expr) => {
         sqlx::query(
@@ -1051,7 +1097,7 @@ impl Store {
     /// patients: each of them gets its line).
     pub async fn audit_many(&self, entries: &[AuditEntry]) -> Result<()> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for e in entries {
                 audit_insert!(e)
                 .execute(&mut *tx)

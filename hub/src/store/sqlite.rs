@@ -5,7 +5,11 @@
 
 use sqlx::SqlitePool;
 
-use super::{Flat, IngestBatch, IngestOutcome, RegistryRow, Result};
+use vaka_gateway::Turn;
+
+use super::{
+    BeginWrite, DbTime, Flat, IngestBatch, IngestOutcome, RegistryRow, Result, quarantine_insert,
+};
 
 pub(super) async fn registry(pool: &SqlitePool, device_ids: &[&str]) -> Result<Vec<RegistryRow>> {
     let ids = serde_json::to_string(device_ids).unwrap_or_else(|_| "[]".into());
@@ -21,9 +25,14 @@ pub(super) async fn registry(pool: &SqlitePool, device_ids: &[&str]) -> Result<V
     .await?)
 }
 
-pub(super) async fn ingest(pool: &SqlitePool, batch: &IngestBatch<'_>) -> Result<IngestOutcome> {
+pub(super) async fn ingest(
+    pool: &SqlitePool,
+    batch: &IngestBatch<'_>,
+    turn: &mut Turn,
+) -> Result<IngestOutcome> {
     let (flat, mut outcome) = Flat::new(batch);
-    let mut tx = pool.begin().await?;
+    turn.may_write().await?;
+    let mut tx = pool.begin_write().await?;
 
     for r in &flat.observations {
         let done = sqlx::query(
@@ -91,6 +100,11 @@ pub(super) async fn ingest(pool: &SqlitePool, batch: &IngestBatch<'_>) -> Result
         .execute(&mut *tx)
         .await?;
     }
+    for q in &batch.quarantined {
+        quarantine_insert!(q).execute(&mut *tx).await?;
+    }
+    turn.written();
+    turn.may_commit().await?;
     tx.commit().await?;
     Ok(outcome)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 use vaka_gateway::UnixMillis;
 
-use super::{AuditEntry, DbTime, Result, Store, StoreError, on_pool};
+use super::{AuditEntry, BeginWrite, DbTime, Result, Store, StoreError, on_pool};
 use crate::access::{CareUnit, PatientAccess, Role, UnitKind};
 
 /// A member of staff as the API shows her (never with the password hash).
@@ -135,7 +135,7 @@ impl Store {
 
     pub async fn create_staff(&self, s: &NewStaff<'_>, now: UnixMillis) -> Result<StaffMember> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO staff (staff_id, username, display_name, role, password_hash, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -166,7 +166,7 @@ impl Store {
 
     pub async fn update_staff(&self, staff_id: &str, c: &StaffChange) -> Result<StaffMember> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let done = sqlx::query(
                 "UPDATE staff SET display_name = coalesce($2, display_name),
                         role = coalesce($3, role),
@@ -311,7 +311,7 @@ impl Store {
         source: Option<&str>,
     ) -> Result<()> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("UPDATE staff SET failed_logins = 0, locked_until = NULL WHERE staff_id = $1")
                 .bind(staff_id)
                 .execute(&mut *tx)

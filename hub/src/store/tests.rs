@@ -137,8 +137,12 @@ async fn ingest_stores_each_record_once_and_says_which_were_new() {
                 },
             ],
             quarantined: vec![],
+            ..Default::default()
         };
-        let out = s.ingest(&batch).await.expect("ingest");
+        let out = s
+            .ingest(&batch, &mut vaka_gateway::Turn::alone())
+            .await
+            .expect("ingest");
         // The second message's first record repeats the first message's second.
         assert_eq!(
             out.new,
@@ -147,7 +151,10 @@ async fn ingest_stores_each_record_once_and_says_which_were_new() {
             s.backend()
         );
         // A redelivery of the whole batch stores nothing.
-        let again = s.ingest(&batch).await.expect("ingest");
+        let again = s
+            .ingest(&batch, &mut vaka_gateway::Turn::alone())
+            .await
+            .expect("ingest");
         assert_eq!(again.new, vec![vec![false, false], vec![false, false]]);
         assert_eq!(s.count_observations("p1").await.expect("count"), 3);
 
@@ -219,11 +226,17 @@ async fn events_status_and_quarantine() {
                 topic: "vaka/v1/d/ghost-1/obs".into(),
                 reason: RejectCode::UnknownDevice,
             }],
+            ..Default::default()
         };
-        let out = s.ingest(&batch).await.expect("ingest");
+        let out = s
+            .ingest(&batch, &mut vaka_gateway::Turn::alone())
+            .await
+            .expect("ingest");
         // Same time, different dose ids: two events.
         assert_eq!(out.new, vec![vec![true, true], vec![true, true]]);
-        s.ingest(&batch).await.expect("a redelivery");
+        s.ingest(&batch, &mut vaka_gateway::Turn::alone())
+            .await
+            .expect("a redelivery");
         let events = s.events_since(UnixMillis(0)).await.expect("events");
         assert_eq!(events.len(), 2);
         let q = s.quarantine(10).await.expect("quarantine");
@@ -555,5 +568,53 @@ async fn staff_units_sessions_and_scoping() {
         assert_eq!(found("patient.view").await, 1);
         assert_eq!(found("auth.login_failed").await, 1);
         assert_eq!(found("patient").await, 0, "without a dot: one action");
+    }
+}
+
+/// Many devices bound at once (as `vaka-sim load` registers them): every
+/// binding is made, none fails. SQLite used to refuse the overlapping ones
+/// with "database is locked": a deferred transaction that had read could
+/// not take the write lock after another writer committed.
+#[tokio::test]
+async fn concurrent_bindings_all_succeed() {
+    for t in TestStore::both().await {
+        let store = &t.store;
+        let n = 24;
+        for i in 0..n {
+            let p = NewPatient {
+                patient_id: format!("p{i}"),
+                display_name: format!("Testa Samtidig {i}"),
+                timezone: "Europe/Stockholm".into(),
+                program: None,
+            };
+            store.create_patient(&p, T0).await.expect("patient");
+            store
+                .register_device(&format!("ox-{i}"), DeviceKind::PulseOximeter, T0)
+                .await
+                .expect("device");
+        }
+        let binds = (0..n).map(|i| async move {
+            store
+                .bind_device(&format!("ox-{i}"), &format!("p{i}"), None, T0)
+                .await
+        });
+        let results = futures::future::join_all(binds).await;
+        for (i, r) in results.iter().enumerate() {
+            assert!(r.is_ok(), "{}: binding {i}: {r:?}", store.backend());
+        }
+        for i in 0..n {
+            let rows = store
+                .registry(&[&format!("ox-{i}")])
+                .await
+                .expect("registry");
+            assert_eq!(
+                rows.iter()
+                    .filter_map(|r| r.patient_id.as_deref())
+                    .collect::<Vec<_>>(),
+                vec![format!("p{i}").as_str()],
+                "{}",
+                store.backend()
+            );
+        }
     }
 }

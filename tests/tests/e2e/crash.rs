@@ -166,25 +166,45 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
     assert_eq!(stored, expected, "stored more rows than sent");
 
     // One alert per crisis patient. Patient 0's alert, acknowledged before
-    // the burst, is still active, so its second episode updates it.
-    let alerts = hub.api().get("/api/v1/alerts?state=all").await?;
-    let alerts = alerts.as_array().cloned().unwrap_or_default();
-    let mut per_patient: Vec<(String, String)> = alerts
-        .iter()
-        .map(|a| {
-            (
-                a["patient_id"].as_str().unwrap_or("").into(),
-                a["rule"].as_str().unwrap_or("").into(),
-            )
-        })
-        .collect();
-    per_patient.sort();
+    // the burst, is still active, so its second episode updates it. The
+    // rules run after the commit (the last batches may be stored before the
+    // engine has seen them): wait for the alerts to settle on what is
+    // expected, then compare exactly.
     let mut expected_alerts: Vec<(String, String)> = (0..IN_CRISIS)
         .map(|p| (format!("p-crash-{p}"), "bp_crisis".to_owned()))
         .chain([("p-crash-1".to_owned(), "weight_gain_1d".to_owned())])
         .collect();
     expected_alerts.sort();
-    assert_eq!(per_patient, expected_alerts, "alerts: {alerts:#?}");
+    let per_patient_of = |alerts: &[serde_json::Value]| {
+        let mut v: Vec<(String, String)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a["patient_id"].as_str().unwrap_or("").into(),
+                    a["rule"].as_str().unwrap_or("").into(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let api = hub.api();
+    let settled = eventually("the expected alerts", Duration::from_secs(30), || async {
+        let alerts = api.get("/api/v1/alerts?state=all").await.ok()?;
+        let alerts = alerts.as_array().cloned()?;
+        let second_episode = alerts
+            .iter()
+            .any(|a| a["alert_id"] == acked_id && a["count"].as_i64() >= Some(2));
+        (per_patient_of(&alerts) == expected_alerts && second_episode).then_some(())
+    })
+    .await;
+    let alerts = hub.api().get("/api/v1/alerts?state=all").await?;
+    let alerts = alerts.as_array().cloned().unwrap_or_default();
+    let per_patient = per_patient_of(&alerts);
+    assert_eq!(
+        per_patient, expected_alerts,
+        "alerts ({settled:?}): {alerts:#?}"
+    );
     let first = alerts
         .iter()
         .find(|a| a["alert_id"] == acked_id)
