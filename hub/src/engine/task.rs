@@ -120,6 +120,8 @@ pub struct EngineTask {
     live: Live,
     gateway: Option<GatewayHandle>,
     metrics: Metrics,
+    /// Alert changes made and not yet stored (see `flush`).
+    unsaved: Vec<Change>,
 }
 
 fn parse_tz(tz: &str) -> chrono_tz::Tz {
@@ -153,6 +155,7 @@ impl EngineTask {
             live: deps.live,
             gateway: deps.gateway,
             metrics: deps.metrics,
+            unsaved: Vec::new(),
         };
         let now = task.clock.now();
         let mut plans: HashMap<String, Plan> =
@@ -174,6 +177,7 @@ impl EngineTask {
             );
         }
         task.apply(out, now, false).await;
+        task.flush().await;
         task.rebuild().await?;
         task.metrics
             .engine
@@ -217,7 +221,7 @@ impl EngineTask {
         let mut out = Vec::new();
         // The rules run on a clock that follows the data, as they did live:
         // deadlines fall due between the messages they fell due between.
-        for m in &messages {
+        for (i, m) in messages.iter().enumerate() {
             self.engine.replay(
                 &m.patient_id,
                 &m.device_id,
@@ -227,6 +231,9 @@ impl EngineTask {
                 &mut out,
             );
             self.apply(std::mem::take(&mut out), now, false).await;
+            if i % 256 == 255 {
+                self.flush().await;
+            }
         }
         self.tick(now, false).await;
         info!(
@@ -269,12 +276,18 @@ impl EngineTask {
         let mut out = Vec::new();
         self.engine.tick(now, &self.book, &mut out);
         self.apply(out, now, live).await;
-        for change in self.book.tick(now) {
-            self.persist(change).await;
-        }
+        self.unsaved.extend(self.book.tick(now));
+        self.flush().await;
     }
 
+    /// Handles one message; what it changed of the alerts is stored (in one
+    /// transaction) and broadcast before the next.
     async fn handle(&mut self, msg: EngineMsg) {
+        self.evaluate(msg).await;
+        self.flush().await;
+    }
+
+    async fn evaluate(&mut self, msg: EngineMsg) {
         let now = self.clock.now();
         match msg {
             EngineMsg::Ingested(messages) => {
@@ -395,7 +408,8 @@ impl EngineTask {
             } => self.book.snooze(*alert_id, actor, *until, reason, now)?,
         };
         let alert = change.alert.clone();
-        self.persist(change).await;
+        self.unsaved.push(change);
+        self.flush().await;
         Ok(alert)
     }
 
@@ -426,7 +440,7 @@ impl EngineTask {
                 if change.transition.action == "opened" {
                     self.metrics.opened(change.alert.rule.as_str());
                 }
-                self.persist(change).await;
+                self.unsaved.push(change);
             }
         }
     }
@@ -457,33 +471,80 @@ impl EngineTask {
         }
     }
 
-    /// Stores a change, retrying until the store takes it, then broadcasts.
-    async fn persist(&mut self, change: Change) {
+    /// Stores the alert changes made since the last flush, in one
+    /// transaction (a batch of readings may change many alerts, and a
+    /// commit per change would make the alerts lag behind the readings
+    /// under load), retrying while the database is away: a change is never
+    /// dropped. Then gives new alerts their ids and broadcasts every change.
+    async fn flush(&mut self) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.unsaved);
         let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.store.save_alert_change(&change).await {
-                Ok(id) => {
-                    let mut alert = change.alert;
-                    if alert.alert_id.is_none() {
-                        self.book.set_id(&alert, id);
-                        alert.alert_id = Some(id);
-                    }
-                    self.metrics.engine.alert_changes.inc();
-                    self.live.alert(&alert);
-                    return;
-                }
-                Err(StoreError::Conflict(what)) => {
-                    error!(%what, rule = %change.alert.rule, "another writer holds this alert; not stored");
+        let ids = loop {
+            match self.store.save_alert_changes(&changes).await {
+                Ok(ids) => break ids,
+                Err(StoreError::Conflict(_)) => {
+                    // One change was refused; store the others one by one.
+                    self.flush_one_by_one(changes).await;
                     return;
                 }
                 Err(e) => {
                     self.metrics.engine.alert_store_failures.inc();
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not store an alert change; retrying");
+                    warn!(error = %e, changes = changes.len(), retry_in_ms = backoff.as_millis() as u64,
+                        "could not store alert changes; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        };
+        for (change, id) in changes.into_iter().zip(ids) {
+            self.stored(change.alert, id);
         }
+    }
+
+    /// Stores changes one at a time, skipping one that the store refuses.
+    async fn flush_one_by_one(&mut self, changes: Vec<Change>) {
+        // Alerts opened here, by key: a later change of one has no id yet.
+        let mut opened: HashMap<(Option<String>, RuleId, Option<String>), i64> = HashMap::new();
+        for mut change in changes {
+            let a = &change.alert;
+            let key = (a.patient_id.clone(), a.rule, a.device_id.clone());
+            if a.alert_id.is_none() && change.transition.action != "opened" {
+                change.alert.alert_id = opened.get(&key).copied();
+            }
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.store.save_alert_change(&change).await {
+                    Ok(id) => {
+                        opened.insert(key, id);
+                        self.stored(change.alert, id);
+                        break;
+                    }
+                    Err(StoreError::Conflict(what)) => {
+                        error!(%what, rule = %change.alert.rule, "another writer holds this alert; not stored");
+                        break;
+                    }
+                    Err(e) => {
+                        self.metrics.engine.alert_store_failures.inc();
+                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not store an alert change; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A change is stored as alert `id`: remember the id, broadcast.
+    fn stored(&mut self, mut alert: Alert, id: i64) {
+        if alert.alert_id.is_none() {
+            self.book.set_id(&alert, id);
+            alert.alert_id = Some(id);
+        }
+        self.metrics.engine.alert_changes.inc();
+        self.live.alert(&alert);
     }
 }
 

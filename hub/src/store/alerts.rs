@@ -1,5 +1,7 @@
 //! Alerts and their history in the store.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::FromRow;
 use vaka_gateway::UnixMillis;
@@ -120,16 +122,40 @@ fn opt(t: Option<UnixMillis>) -> Option<DbTime> {
 }
 
 impl Store {
-    /// Stores a change: inserts a new alert (returning its id) or updates
-    /// an existing one, with its history entry, in one transaction.
+    /// Stores one change (see [`Store::save_alert_changes`]).
     pub async fn save_alert_change(&self, change: &Change) -> Result<i64> {
-        let a = &change.alert;
-        let readings = serde_json::to_string(&a.readings)
-            .map_err(|e| StoreError::Corrupt(format!("readings do not serialize: {e}")))?;
-        let t = &change.transition;
+        let ids = self
+            .save_alert_changes(std::slice::from_ref(change))
+            .await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt("no id for a stored alert change".into()))
+    }
+
+    /// Stores changes, in order, in one transaction: each inserts a new
+    /// alert or updates one, with its history entry. Returns each change's
+    /// alert id. A change to an alert opened earlier in the same call has
+    /// no id yet; it is matched to that alert by patient, rule and device.
+    pub async fn save_alert_changes(&self, changes: &[Change]) -> Result<Vec<i64>> {
+        let mut readings = Vec::with_capacity(changes.len());
+        for c in changes {
+            readings.push(
+                serde_json::to_string(&c.alert.readings)
+                    .map_err(|e| StoreError::Corrupt(format!("readings do not serialize: {e}")))?,
+            );
+        }
+        let mut ids = Vec::with_capacity(changes.len());
+        let mut opened: HashMap<(Option<&str>, RuleId, Option<&str>), i64> = HashMap::new();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let id = match a.alert_id {
+            for (change, readings) in changes.iter().zip(&readings) {
+            let a = &change.alert;
+            let t = &change.transition;
+            let key = (a.patient_id.as_deref(), a.rule, a.device_id.as_deref());
+            let known = a.alert_id.or_else(|| {
+                (t.action != "opened").then(|| opened.get(&key).copied()).flatten()
+            });
+            let id = match known {
                 None => {
                     let (id,): (i64,) = sqlx::query_as(
                         "INSERT INTO alerts (patient_id, device_id, rule, category, severity, state, confirmed,
@@ -148,7 +174,7 @@ impl Store {
                     .bind(a.plan_version)
                     .bind(&a.explanation)
                     .bind(&a.threshold)
-                    .bind(&readings)
+                    .bind(readings)
                     .bind(a.count)
                     .bind(DbTime(a.first_reading_at))
                     .bind(DbTime(a.last_reading_at))
@@ -159,6 +185,7 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| StoreError::conflict_on_unique(e, "active alert of this patient and rule"))?;
+                    opened.insert(key, id);
                     id
                 }
                 Some(id) => {
@@ -176,7 +203,7 @@ impl Store {
                     .bind(a.confirmed)
                     .bind(&a.explanation)
                     .bind(&a.threshold)
-                    .bind(&readings)
+                    .bind(readings)
                     .bind(a.count)
                     .bind(DbTime(a.last_reading_at))
                     .bind(DbTime(a.updated_at))
@@ -211,9 +238,12 @@ impl Store {
             .bind(&t.note)
             .execute(&mut *tx)
             .await?;
+            ids.push(id);
+            }
             tx.commit().await?;
-            Ok(id)
-        })
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(ids)
     }
 
     /// The latest alert of every patient + rule + device: what the engine

@@ -379,6 +379,52 @@ async fn alert_changes_round_trip_and_the_latest_is_found() {
     }
 }
 
+/// The engine stores what one batch of readings changed in one
+/// transaction: an alert opened and then updated (before it had an id), a
+/// second alert of the same patient and rule after the first was resolved.
+#[tokio::test]
+async fn a_batch_of_alert_changes_is_stored_in_order() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        enrolled(s).await;
+        let mut book = AlertBook::default();
+        let opened = book.apply(&fall_at(100), T0).expect("opened");
+        let updated = book.apply(&fall_at(200), T0).expect("updated");
+        assert_eq!(updated.alert.alert_id, None, "not stored yet");
+        let ids = s
+            .save_alert_changes(&[opened.clone(), updated.clone()])
+            .await
+            .expect("stored");
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0], ids[1], "the update is of the alert just opened");
+        book.set_id(&updated.alert, ids[0]);
+        let stored = s.alert(ids[0]).await.expect("read").expect("exists");
+        assert_eq!(stored.count, 2, "{}", s.backend());
+        let history = s.alert_history(ids[0]).await.expect("history");
+        let actions: Vec<_> = history.iter().map(|h| h.action.as_str()).collect();
+        assert_eq!(actions, ["opened", "updated"]);
+
+        // Resolved, and a new fall opens a new alert, in one batch.
+        let resolved = book
+            .resolve(ids[0], "nurse", "called_patient", None, T0)
+            .expect("resolve");
+        let next = book.apply(&fall_at(300), T0).expect("a new alert");
+        let again = book.apply(&fall_at(400), T0).expect("updated");
+        let ids2 = s
+            .save_alert_changes(&[resolved, next, again])
+            .await
+            .expect("stored");
+        assert_eq!(ids2[0], ids[0]);
+        assert_ne!(ids2[1], ids[0]);
+        assert_eq!(ids2[2], ids2[1]);
+        let first = s.alert(ids[0]).await.expect("read").expect("exists");
+        assert_eq!(first.state, AlertState::Resolved);
+        assert_eq!(first.count, 2);
+        let second = s.alert(ids2[1]).await.expect("read").expect("exists");
+        assert_eq!((second.state, second.count), (AlertState::Open, 2));
+    }
+}
+
 #[tokio::test]
 async fn audit_entries_are_kept() {
     for t in TestStore::both().await {
