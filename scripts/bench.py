@@ -145,7 +145,11 @@ class Vaka:
         self.proc = subprocess.Popen(
             [str(VAKA), "serve", "--database-url", db.url, "--mqtt-url", broker.url,
              "--mqtt-client-id", "vaka-bench-" + uuid.uuid4().hex[:8], "--topic-root", self.root,
-             "--http", "127.0.0.1:0", "--api-token", self.token, *extra],
+             "--http", "127.0.0.1:0", "--api-token", self.token,
+             # The load mode's devices send far faster than real ones (a
+             # thousand devices carry the whole offered load): lift the
+             # per-device limits, or the gateway would refuse most of it.
+             "--device-rate", "1000000", "--device-burst", "1000000", *extra],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, "VAKA_LOG": "warn"})
         deadline = time.time() + 600
