@@ -37,6 +37,10 @@ use crate::store::{PatientEvent, PatientObservation, PatientStatus, Store, Store
 const REBUILD_OBSERVATIONS_MS: i64 = 16 * UnixMillis::DAY;
 const REBUILD_EVENTS_MS: i64 = 2 * UnixMillis::DAY;
 const REBUILD_CTG_MS: i64 = UnixMillis::HOUR;
+/// The rebuild reads the store this much at a time.
+const REBUILD_SLICE_MS: i64 = 6 * UnixMillis::HOUR;
+/// The end of the last slice: 9999-12-31.
+const END_OF_TIME: UnixMillis = UnixMillis(253_402_300_799_000);
 
 /// The new records of one committed message.
 #[derive(Debug, Clone)]
@@ -186,41 +190,45 @@ impl EngineTask {
         Ok(task)
     }
 
+    /// Replays the stored history through the rules, oldest first, one
+    /// time slice at a time: a county's population holds millions of
+    /// readings in the rebuilt window, and reading them all at once would
+    /// need more memory than the engine itself. Slices partition time, so
+    /// the messages run in the same order as they would all at once.
     async fn rebuild(&mut self) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let scalar = [
-            Metric::Weight,
-            Metric::Sys,
-            Metric::Dia,
-            Metric::Hr,
-            Metric::Spo2,
-        ];
-        let mut observations = self
-            .store
-            .observations_since(UnixMillis(now.0 - REBUILD_OBSERVATIONS_MS), &scalar)
-            .await?;
-        observations.extend(
-            self.store
-                .observations_since(
-                    UnixMillis(now.0 - REBUILD_CTG_MS),
-                    &[Metric::Fhr, Metric::Toco],
-                )
-                .await?,
-        );
-        let events = self
-            .store
-            .events_since(UnixMillis(now.0 - REBUILD_EVENTS_MS))
-            .await?;
-        let status = self
-            .store
-            .status_since(UnixMillis(now.0 - REBUILD_EVENTS_MS))
-            .await?;
-        let messages = replay_messages(observations, events, status);
-        let n = messages.len();
         let before = self.book.active().count();
+        let mut n = 0;
+        let mut from = UnixMillis(now.0 - REBUILD_OBSERVATIONS_MS);
+        while from <= now {
+            let last = from.0 + REBUILD_SLICE_MS > now.0;
+            // The last slice also takes readings stamped ahead of our clock.
+            let to = if last {
+                END_OF_TIME
+            } else {
+                UnixMillis(from.0 + REBUILD_SLICE_MS)
+            };
+            let messages = history_between(&self.store, from, to, now).await?;
+            n += messages.len();
+            self.replay(&messages, now).await;
+            from = to;
+        }
+        self.tick(now, false).await;
+        info!(
+            messages = n,
+            patients = self.engine.patient_count(),
+            active_alerts = self.book.active().count(),
+            raised_on_rebuild = self.book.active().count().saturating_sub(before),
+            "rebuilt the engine from the store"
+        );
+        Ok(())
+    }
+
+    /// Runs stored messages through the rules on a clock that follows the
+    /// data, as they ran live: deadlines fall due between the messages they
+    /// fell due between.
+    async fn replay(&mut self, messages: &[Ingested], now: UnixMillis) {
         let mut out = Vec::new();
-        // The rules run on a clock that follows the data, as they did live:
-        // deadlines fall due between the messages they fell due between.
         for (i, m) in messages.iter().enumerate() {
             self.engine.replay(
                 &m.patient_id,
@@ -235,15 +243,7 @@ impl EngineTask {
                 self.flush().await;
             }
         }
-        self.tick(now, false).await;
-        info!(
-            messages = n,
-            patients = self.engine.patient_count(),
-            active_alerts = self.book.active().count(),
-            raised_on_rebuild = self.book.active().count().saturating_sub(before),
-            "rebuilt the engine from the store"
-        );
-        Ok(())
+        self.flush().await;
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -546,6 +546,43 @@ impl EngineTask {
         self.metrics.engine.alert_changes.inc();
         self.live.alert(&alert);
     }
+}
+
+/// The stored messages in `[from, to)` that the rebuild replays: scalar
+/// readings over the whole window, events and status over the last two
+/// days, CTG over the last hour.
+async fn history_between(
+    store: &Store,
+    from: UnixMillis,
+    to: UnixMillis,
+    now: UnixMillis,
+) -> Result<Vec<Ingested>, StoreError> {
+    let scalar = [
+        Metric::Weight,
+        Metric::Sys,
+        Metric::Dia,
+        Metric::Hr,
+        Metric::Spo2,
+    ];
+    let ctg_from = from.max(UnixMillis(now.0 - REBUILD_CTG_MS));
+    let events_from = from.max(UnixMillis(now.0 - REBUILD_EVENTS_MS));
+    let mut observations = store.observations_between(from, to, &scalar).await?;
+    if ctg_from < to {
+        observations.extend(
+            store
+                .observations_between(ctg_from, to, &[Metric::Fhr, Metric::Toco])
+                .await?,
+        );
+    }
+    let (events, status) = if events_from < to {
+        (
+            store.events_between(events_from, to).await?,
+            store.status_between(events_from, to).await?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Ok(replay_messages(observations, events, status))
 }
 
 /// How long the engine task sleeps when nothing arrives: until the next

@@ -414,10 +414,12 @@ impl Store {
         .await)?)
     }
 
-    /// Observations since `since` (data time) for rebuilding windows, oldest first.
-    pub async fn observations_since(
+    /// Observations in `[from, to)` (data time) for rebuilding windows,
+    /// oldest first.
+    pub async fn observations_between(
         &self,
-        since: UnixMillis,
+        from: UnixMillis,
+        to: UnixMillis,
         metrics: &[Metric],
     ) -> Result<Vec<PatientObservation>> {
         let names: Vec<&str> = metrics.iter().map(|m| m.as_str()).collect();
@@ -425,9 +427,10 @@ impl Store {
             Store::Postgres(pool) => {
                 sqlx::query_as(
                     "SELECT time, patient_id, device_id, metric, value FROM observations
-                 WHERE time >= $1 AND metric = ANY($2) ORDER BY time, device_id, metric",
+                 WHERE time >= $1 AND time < $2 AND metric = ANY($3) ORDER BY time, device_id, metric",
                 )
-                .bind(DbTime(since))
+                .bind(DbTime(from))
+                .bind(DbTime(to))
                 .bind(&names)
                 .fetch_all(pool)
                 .await?
@@ -435,10 +438,11 @@ impl Store {
             Store::Sqlite(pool) => {
                 sqlx::query_as(
                     "SELECT time, patient_id, device_id, metric, value FROM observations
-                 WHERE time >= $1 AND metric IN (SELECT value FROM json_each($2))
+                 WHERE time >= $1 AND time < $2 AND metric IN (SELECT value FROM json_each($3))
                  ORDER BY time, device_id, metric",
                 )
-                .bind(DbTime(since))
+                .bind(DbTime(from))
+                .bind(DbTime(to))
                 .bind(serde_json::to_string(&names).unwrap_or_default())
                 .fetch_all(pool)
                 .await?
@@ -447,13 +451,18 @@ impl Store {
         rows.into_iter().map(PatientObservation::try_from).collect()
     }
 
-    /// Events since `since` (data time), oldest first.
-    pub async fn events_since(&self, since: UnixMillis) -> Result<Vec<PatientEvent>> {
+    /// Events in `[from, to)` (data time), oldest first.
+    pub async fn events_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<PatientEvent>> {
         let rows: Vec<PatientEventRow> = on_pool!(self, pool => sqlx::query_as(
             "SELECT time, patient_id, device_id, kind, text FROM events
-             WHERE time >= $1 ORDER BY time, device_id, kind",
+             WHERE time >= $1 AND time < $2 ORDER BY time, device_id, kind",
         )
-        .bind(DbTime(since))
+        .bind(DbTime(from))
+        .bind(DbTime(to))
         .fetch_all(pool)
         .await)?;
         rows.into_iter().map(PatientEvent::try_from).collect()
@@ -514,13 +523,19 @@ impl Store {
         ))
     }
 
-    /// Status reports since `since` (data time) of bound devices, oldest first.
-    pub async fn status_since(&self, since: UnixMillis) -> Result<Vec<PatientStatus>> {
+    /// Status reports in `[from, to)` (data time) of bound devices, oldest
+    /// first.
+    pub async fn status_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<PatientStatus>> {
         let rows: Vec<PatientStatusRow> = on_pool!(self, pool => sqlx::query_as(
             "SELECT time, patient_id, device_id, field, value_num, value_text FROM status_reports
-             WHERE time >= $1 AND patient_id IS NOT NULL ORDER BY time, device_id, field",
+             WHERE time >= $1 AND time < $2 AND patient_id IS NOT NULL ORDER BY time, device_id, field",
         )
-        .bind(DbTime(since))
+        .bind(DbTime(from))
+        .bind(DbTime(to))
         .fetch_all(pool)
         .await)?;
         rows.into_iter().map(PatientStatus::try_from).collect()

@@ -237,7 +237,10 @@ async fn events_status_and_quarantine() {
         s.ingest(&batch, &mut vaka_gateway::Turn::alone())
             .await
             .expect("a redelivery");
-        let events = s.events_since(UnixMillis(0)).await.expect("events");
+        let events = s
+            .events_between(UnixMillis(0), UnixMillis(i64::from(i32::MAX) * 1000))
+            .await
+            .expect("events");
         assert_eq!(events.len(), 2);
         let q = s.quarantine(10).await.expect("quarantine");
         assert_eq!(q.len(), 1, "quarantined once");
