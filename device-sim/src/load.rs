@@ -887,7 +887,12 @@ async fn watch_alerts(
             "the API URL {base:?} must be http://"
         )));
     };
-    let url = format!("{ws_base}/api/v1/ws?access_token={}", config.api_token);
+    // Alerts only: the readings of a thousand devices would cost the hub
+    // and this client more than what is measured.
+    let url = format!(
+        "{ws_base}/api/v1/ws?readings=false&access_token={}",
+        config.api_token
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| LoadError::Websocket(e.to_string()))?;

@@ -42,9 +42,24 @@ export function isActive(a) {
 
 export const SEV_RANK = { high: 0, medium: 1, low: 2 };
 
-/** Worst first, then the oldest waiting. */
+/**
+ * Where an alert puts its patient on the board, as the hub ranks levels:
+ * high, then medium, then missing data (a missing reading or an offline
+ * device, whatever its severity), then the rest; a snoozed alert waits
+ * for its time and comes last.
+ */
+function boardRank(a) {
+  if (a.state === "snoozed") return 9;
+  if (a.severity === "high") return 0;
+  const missing = a.category === "missing_data" || a.rule === "device_offline";
+  if (missing) return 2;
+  return a.severity === "medium" ? 1 : 3;
+}
+
+/** Worst first (the alert that sets the row's level on top), then the oldest waiting. */
 export function compareAlerts(a, b) {
-  return (SEV_RANK[a.severity] ?? 9) - (SEV_RANK[b.severity] ?? 9)
+  return boardRank(a) - boardRank(b)
+    || (SEV_RANK[a.severity] ?? 9) - (SEV_RANK[b.severity] ?? 9)
     || Date.parse(a.attention_since ?? a.opened_at) - Date.parse(b.attention_since ?? b.opened_at);
 }
 

@@ -295,6 +295,22 @@ async fn devices_register_and_bind() {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // A rebinding must start after the binding it ends (found by the
+    // http_bodies fuzz target as a 500).
+    app.authed(
+        "POST",
+        "/api/v1/patients",
+        Some(json!({"id": "p2", "name": "Tvåa Testsson"})),
+    )
+    .await;
+    let (s, b) = app
+        .authed(
+            "PUT",
+            "/api/v1/devices/scale-1/binding",
+            Some(json!({"patient_id": "p2", "from": "1970-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let (_, d) = app.authed("GET", "/api/v1/devices/scale-1", None).await;
     assert_eq!(d["patient_id"], "p1");
     let (s, _) = app

@@ -11,15 +11,18 @@
 //! Every frame is checked against the caller's access: her units'
 //! patients, and of those only the alerts her units are responsible for.
 //! The client may send `{"type":"subscribe","patient_id":…}` for a
-//! patient's live CTG trace, and `unsubscribe`.
+//! patient's live CTG trace, and `unsubscribe`. A client that wants only
+//! the alerts (an integration, the load test) opens `?readings=false` and
+//! is sent no `obs` frames.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -82,14 +85,28 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// What the client asks of the stream when it opens it.
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    /// Live readings (`obs` frames) as well as the alerts.
+    #[serde(default = "yes")]
+    readings: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    options: Result<Query<StreamOptions>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // A plain GET (no upgrade) gets the API's JSON error, not plain text.
     let ws = ws.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(options) = options.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if caller.staff.is_some() && !same_origin(&headers) {
         return Err(ApiError::Forbidden(
             "the websocket must be opened from this server's own pages".into(),
@@ -99,7 +116,7 @@ async fn upgrade(
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| Session::new(state, caller).run(socket)))
+        .on_upgrade(move |socket| Session::new(state, caller).run(socket, options.readings)))
 }
 
 /// One connected client.
@@ -166,9 +183,11 @@ impl Session {
         ))
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    async fn run(mut self, mut socket: WebSocket, with_readings: bool) {
         let mut changes = self.state.live.changes.subscribe();
-        let mut readings = self.state.live.readings.subscribe();
+        // Not subscribed at all without readings: with no one listening,
+        // the hub does not even build them.
+        let mut readings = with_readings.then(|| self.state.live.readings.subscribe());
         let first = match self.snapshot().await {
             Ok(m) => m,
             Err(e) => {
@@ -193,7 +212,7 @@ impl Session {
                     },
                     Err(RecvError::Closed) => break,
                 },
-                reading = readings.recv() => match reading {
+                reading = async { readings.as_mut().expect("guarded").recv().await }, if readings.is_some() => match reading {
                     Ok(frame) if self.sees(&frame) => Some(text(frame.json.clone())),
                     Ok(_) | Err(RecvError::Lagged(_)) => None,
                     Err(RecvError::Closed) => break,

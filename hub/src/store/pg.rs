@@ -15,11 +15,14 @@ use super::{
 
 pub(super) async fn registry(pool: &PgPool, device_ids: &[&str]) -> Result<Vec<RegistryRow>> {
     Ok(sqlx::query_as(
+        // A join with the ids, not `= ANY($1)`: the planner would scan the
+        // devices and compare each with every id of the batch.
         "SELECT d.device_id, (c.revoked_at IS NOT NULL) AS revoked,
                 b.patient_id, b.valid_from, b.valid_to
-         FROM devices d LEFT JOIN device_bindings b ON b.device_id = d.device_id
-         LEFT JOIN device_credentials c ON c.device_id = d.device_id
-         WHERE d.device_id = ANY($1)",
+         FROM UNNEST($1::text[]) AS batch(device_id)
+         JOIN devices d ON d.device_id = batch.device_id
+         LEFT JOIN device_bindings b ON b.device_id = d.device_id
+         LEFT JOIN device_credentials c ON c.device_id = d.device_id",
     )
     .bind(device_ids)
     .fetch_all(pool)

@@ -27,6 +27,8 @@ async fn readings_reach_the_store_once_and_alerts_the_websocket(backend: Backend
     .await?;
     let (mut ws, snapshot) = websocket(&hub).await?;
     assert_eq!(snapshot["alerts"], Value::Array(vec![]));
+    // A client that asked for the alerts only.
+    let (mut alerts_only, _) = websocket_with(&hub, "readings=false&").await?;
 
     // The cuff listens for commands, as a real one does.
     let mut device = Mqtt::connect(&mqtt_url(), &[hub.topic("bp-a1", "cmd")]).await?;
@@ -88,6 +90,18 @@ async fn readings_reach_the_store_once_and_alerts_the_websocket(backend: Backend
         .await?;
     let alert = alert_of(&mut ws, "fall", T).await?;
     assert_eq!(alert["patient_id"], "p-anna");
+    let mut frames = Vec::new();
+    while let Ok(f) = next_frame(&mut alerts_only, Duration::from_millis(500)).await {
+        frames.push(f);
+    }
+    let mut rules: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["type"] == "alert")
+        .filter_map(|f| f["alert"]["rule"].as_str())
+        .collect();
+    rules.dedup();
+    assert_eq!(rules, ["weight_gain_3d", "bp_crisis", "fall"], "{frames:?}");
+    assert!(frames.iter().all(|f| f["type"] == "alert"), "{frames:?}");
 
     // Every message again, as a broker redelivers after a crash.
     for w in &weights {

@@ -798,8 +798,14 @@ pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn websocket(hub: &Hub) -> Result<(Ws, Value)> {
+    websocket_with(hub, "").await
+}
+
+/// A websocket opened with query parameters of its own, e.g.
+/// `readings=false&`.
+pub async fn websocket_with(hub: &Hub, query: &str) -> Result<(Ws, Value)> {
     let url = format!(
-        "{}/api/v1/ws?access_token={}",
+        "{}/api/v1/ws?{query}access_token={}",
         hub.base.replacen("http://", "ws://", 1),
         hub.token
     );
