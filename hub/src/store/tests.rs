@@ -112,6 +112,57 @@ async fn migrations_are_idempotent_and_pick_the_right_layout() {
     }
 }
 
+/// A batch of new records takes the fast path (`COPY` on PostgreSQL,
+/// multi-row inserts on SQLite): every value and time comes back exactly.
+#[tokio::test]
+async fn new_records_come_back_exactly() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        enrolled(s).await;
+        let values = [80.123456789, 0.1 + 0.2, 1e-7, 349.99999999999994];
+        let m = message(
+            "scale-1",
+            Content::Observations(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| weight(i as i64 * 1001 + 7, *v))
+                    .collect(),
+            ),
+        );
+        let batch = IngestBatch {
+            filed: vec![FiledMessage {
+                message: &m,
+                patient_id: "p1",
+            }],
+            ..Default::default()
+        };
+        let out = s
+            .ingest(&batch, &mut vaka_gateway::Turn::alone())
+            .await
+            .expect("ingest");
+        assert_eq!(out.new, vec![vec![true; 4]], "{}", s.backend());
+        let mut rows = s
+            .observations(&ObservationQuery {
+                patient_id: "p1",
+                metric: Some(Metric::Weight),
+                from: None,
+                to: None,
+                limit: 10,
+            })
+            .await
+            .expect("query");
+        rows.reverse();
+        let back: Vec<(i64, f64)> = rows.iter().map(|r| (r.time.millis(), r.value)).collect();
+        let sent: Vec<(i64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (T0.0 + i as i64 * 1001 + 7, *v))
+            .collect();
+        assert_eq!(back, sent, "{}", s.backend());
+    }
+}
+
 #[tokio::test]
 async fn ingest_stores_each_record_once_and_says_which_were_new() {
     for t in TestStore::both().await {
