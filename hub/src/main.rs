@@ -323,7 +323,7 @@ struct ServeArgs {
     #[arg(long, env = "VAKA_BATCH_MAX", default_value_t = 1000)]
     batch_max: usize,
 
-    /// Batches committing at once [default: 4 on PostgreSQL, 1 on SQLite,
+    /// Batches committing at once [default: 4 on PostgreSQL, 2 on SQLite,
     /// which has one writer].
     #[arg(long, env = "VAKA_COMMIT_PIPELINE", value_parser = clap::value_parser!(u16).range(1..=64))]
     commit_pipeline: Option<u16>,

@@ -150,13 +150,15 @@ impl Store {
         }
     }
 
-    /// How many ingest batches should commit at once: PostgreSQL overlaps
-    /// them (each waits mostly for round trips and its WAL flush); SQLite
-    /// has one writer.
+    /// How many ingest batches should commit at once. PostgreSQL overlaps
+    /// one batch's statements with the previous one's WAL flush, and the
+    /// reading of the registry with both. SQLite has one writer, so only the
+    /// registry and the preparation of the next batch overlap a commit:
+    /// two are enough there (measured in BENCHMARKS.md).
     pub fn default_commit_pipeline(&self) -> usize {
         match self {
             Store::Postgres(_) => 4,
-            Store::Sqlite(_) => 1,
+            Store::Sqlite(_) => 2,
         }
     }
 
