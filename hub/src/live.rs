@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use vaka_gateway::model::{Content, Metric};
 
 use crate::alerts::{Alert, rfc3339};
+use crate::engine::ctg::CtgStatus;
 use crate::engine::rules::RuleId;
 
 /// A JSON text frame, with what it is about.
@@ -100,6 +101,27 @@ impl Live {
                 "patient_id": patient_id,
                 "device_id": device_id,
                 "records": records,
+            })
+            .to_string(),
+        }));
+    }
+
+    /// The figures of a running CTG session (baseline, STV so far, …), for
+    /// the clients watching that patient's trace. Built only when someone
+    /// listens.
+    pub fn ctg_status(&self, patient_id: &str, device_id: &str, status: &CtgStatus) {
+        if self.readings.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.readings.send(Arc::new(Frame {
+            patient_id: Some(patient_id.to_owned()),
+            rule: None,
+            waveform: true,
+            json: json!({
+                "type": "ctg_status",
+                "patient_id": patient_id,
+                "device_id": device_id,
+                "status": status,
             })
             .to_string(),
         }));

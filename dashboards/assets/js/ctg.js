@@ -105,7 +105,9 @@ export function ctgViewer(container, { startMs, endMs = null, samples = [], summ
   const minSpanS = 10 * 60;
 
   const countEl = h("span", { class: "ctg-count", "data-samples": "0" }, t("ctg.samples", { n: 0 }));
+  const summaryTitle = h("h3", {}, t("ctg.summary"));
   const summaryEl = h("dl", { class: "ctg-summary" });
+  let running = null; // the figures so far of a session still running
   // The scale, for people and tests: it is drawn on canvas, not in text.
   const scroller = h("div", {
     class: "ctg-scroll", tabindex: "0", role: "region", "aria-label": `${t("ctg.title")}. ${t("ctg.paper")}`,
@@ -119,7 +121,7 @@ export function ctgViewer(container, { startMs, endMs = null, samples = [], summ
       h("strong", {}, live ? h("span", { class: "live-dot" }, h("span", { "aria-hidden": "true" }, "● "), t("ctg.live")) : t("ctg.past", { start: dateTime(new Date(startMs).toISOString()) })),
       " · ", countEl, " · ", h("span", { class: "muted" }, t("ctg.paper"))),
     scroller,
-    h("h3", {}, t("ctg.summary")),
+    summaryTitle,
     summaryEl);
 
   const spanEnd = () => {
@@ -129,7 +131,7 @@ export function ctgViewer(container, { startMs, endMs = null, samples = [], summ
   };
   const widthFor = () => Math.ceil(((spanEnd() - startS) / 60) * PX_PER_MIN) + Y_AXIS + 12;
 
-  const baseline = () => current?.baseline_bpm;
+  const baseline = () => current?.baseline_bpm ?? running?.baseline_bpm;
   const common = (height, grid, label, stroke, band) => ({
     width: widthFor(),
     height,
@@ -189,13 +191,16 @@ export function ctgViewer(container, { startMs, endMs = null, samples = [], summ
     if (live && atEnd) scroller.scrollLeft = scroller.scrollWidth;
   }
 
+  const item = (k, v) => [h("dt", {}, t(k)), h("dd", {}, v)];
+
   function setSummary(s) {
     current = s;
+    summaryTitle.textContent = t("ctg.summary");
+    delete summaryEl.dataset.running;
     summaryEl.replaceChildren();
     if (!s) {
       summaryEl.append(h("dd", { class: "muted" }, t("ctg.summary_pending")));
     } else {
-      const item = (k, v) => [h("dt", {}, t(k)), h("dd", {}, v)];
       summaryEl.append(
         ...item("ctg.duration", duration(s.duration_ms ?? 0)),
         ...item("ctg.baseline", s.baseline_bpm != null ? `${num(s.baseline_bpm, 0)} bpm` : "–"),
@@ -209,12 +214,32 @@ export function ctgViewer(container, { startMs, endMs = null, samples = [], summ
     fhrPlot.redraw(false);
   }
 
+  // The figures so far of a session still running, as the hub's analysis
+  // has them (`ctg_status` frames, one a pack); the stored summary takes
+  // their place when the session ends.
+  function setRunning(s) {
+    if (current) return;
+    running = s;
+    summaryTitle.textContent = t("ctg.running");
+    summaryEl.dataset.running = "true";
+    summaryEl.replaceChildren(
+      ...item("ctg.elapsed", duration(s.elapsed_ms ?? 0)),
+      ...item("ctg.baseline_10min", s.baseline_bpm != null ? `${num(s.baseline_bpm, 0)} bpm` : t("ctg.baseline_pending")),
+      ...item("ctg.stv", s.stv_ms != null ? `${num(s.stv_ms, 1)} ms (${s.stv_minutes ?? 0} min)` : "–"),
+      ...item("ctg.accelerations", s.accelerations ?? "–"),
+      ...item("ctg.decelerations", s.decelerations ?? "–"),
+      ...item("ctg.long_decelerations", s.long_decelerations ?? "–"),
+      ...item("ctg.signal_loss", s.signal_loss_pct != null ? `${num(s.signal_loss_pct, 1)} %` : "–"));
+    fhrPlot.redraw(false);
+  }
+
   append(samples);
   setSummary(summary);
   if (live) scroller.scrollLeft = scroller.scrollWidth;
   return {
     append,
     setSummary,
+    setRunning,
     get count() { return count; },
     destroy() { fhrPlot.destroy(); tocoPlot.destroy(); },
   };

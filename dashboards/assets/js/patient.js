@@ -336,7 +336,9 @@ export function render(container, { me, live, params }) {
         startLive(Math.min(...recs.map((r) => r.t)), []);
       }
       viewer.append(recs);
-      } else if (msg.type === "ctg_session" && msg.patient_id === id) {
+    } else if (msg.type === "ctg_status" && msg.patient_id === id) {
+      if (viewer && msg.status) viewer.setRunning(msg.status);
+    } else if (msg.type === "ctg_session" && msg.patient_id === id) {
       const summary = json(msg.summary);
       if (summary && viewer && summary.end) viewer.setSummary(summary);
       get(`/patients/${enc(id)}/ctg-sessions`).then(drawSessions).catch(() => {});

@@ -164,6 +164,13 @@ impl Engine {
         self.patient_index.contains_key(patient_id)
     }
 
+    /// The figures of a patient's CTG session so far, while one runs.
+    pub fn ctg_status(&self, patient_id: &str) -> Option<ctg::CtgStatus> {
+        let &p = self.patient_index.get(patient_id)?;
+        let ctg = self.patients[p as usize].ctg.as_ref()?;
+        Some(ctg.session.status())
+    }
+
     pub fn patient_count(&self) -> usize {
         self.patients.len()
     }

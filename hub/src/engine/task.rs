@@ -306,6 +306,11 @@ impl EngineTask {
                         &mut out,
                     );
                     self.apply(out, now, true).await;
+                    if carries_fhr(&m.content)
+                        && let Some(status) = self.engine.ctg_status(&m.patient_id)
+                    {
+                        self.live.ctg_status(&m.patient_id, &m.device_id, &status);
+                    }
                 }
             }
             EngineMsg::UnboundAlarm { device_id, events } => {
@@ -583,6 +588,11 @@ async fn history_between(
         (Vec::new(), Vec::new())
     };
     Ok(replay_messages(observations, events, status))
+}
+
+/// Whether a message carries fetal heart rate (a CTG pack).
+fn carries_fhr(content: &Content) -> bool {
+    matches!(content, Content::Observations(obs) if obs.iter().any(|o| o.metric == Metric::Fhr))
 }
 
 /// How long the engine task sleeps when nothing arrives: until the next

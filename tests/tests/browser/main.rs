@@ -391,6 +391,19 @@ async fn the_ctg_viewer_draws_a_live_session() -> Result<()> {
         )
         .await?;
     assert!(after.as_u64() > Some(before));
+    // The hub's running analysis comes with the packs: the figures so far.
+    let running = b
+        .until(
+            "the session's figures so far",
+            Duration::from_secs(10),
+            "const dl = document.querySelector('.ctg-live .ctg-summary[data-running=\"true\"]');
+             return dl ? dl.innerText : null;",
+            vec![],
+        )
+        .await?;
+    let running = running.as_str().unwrap_or("");
+    assert!(running.contains("Signalbortfall"), "{running}");
+    assert!(running.contains("STV"), "{running}");
 
     // The trace is on the canvas: dark pen pixels on the pink paper.
     let inked = b.js("const c = document.querySelector('.ctg-live .ctg-fhr canvas');
