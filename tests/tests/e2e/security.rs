@@ -622,7 +622,7 @@ async fn the_api_serves_https() -> Result<()> {
         .arg(ca.join("server.key"))
         .env("VAKA_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("vaka.log"))?)
         .kill_on_drop(true)
         .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
@@ -633,7 +633,10 @@ async fn the_api_serves_https() -> Result<()> {
                 return Ok::<_, anyhow::Error>(a.to_owned());
             }
         }
-        bail!("vaka exited before listening")
+        bail!(
+            "vaka exited before listening: {}",
+            std::fs::read_to_string(dir.join("vaka.log")).unwrap_or_default()
+        )
     })
     .await??;
 
