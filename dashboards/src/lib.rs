@@ -12,7 +12,7 @@
 //!   `#/admin/…`, `#/handover`, `#/audit`); the other modules are views
 //!   (`board`, `patient`, `ctg`, `admin`, `audit`, `handover`) and helpers
 //!   (`api` HTTP with the CSRF token, `ws` the live connection, `i18n` every
-//!   UI string in Swedish and English, `dom`, `charts`, `alerts`).
+//!   UI string in Swedish and English, `dom`, `charts`, `alerts`, `news2`).
 //! - `css/`: the app's styles, including the print stylesheet of the
 //!   handover.
 //! - `vendor/`: uPlot, copied from its npm package.
@@ -107,6 +107,7 @@ const ASSETS: &[Asset] = assets! {
     "js/handover.js" => JS,
     "js/i18n.js" => JS,
     "js/main.js" => JS,
+    "js/news2.js" => JS,
     "js/patient.js" => JS,
     "js/ws.js" => JS,
     "vendor/README.md" => "text/markdown; charset=utf-8",

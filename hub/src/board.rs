@@ -20,6 +20,7 @@ use vaka_gateway::model::{EventKind, Metric};
 use crate::alerts::{Alert, AlertState};
 use crate::engine::patient::{local_day, local_time};
 use crate::engine::rules::{Category, RuleId, Severity};
+use crate::news2::{self, News2};
 use crate::plans::{Plan, parse_hhmm};
 use crate::store::{DbTime, Patient, PatientEvent, PatientObservation};
 
@@ -85,6 +86,8 @@ pub struct Row {
     pub sparklines: BTreeMap<&'static str, Vec<(i64, f64)>>,
     pub adherence: Adherence,
     pub last_reading_at: Option<DbTime>,
+    /// NEWS2 from the vital signs of the last day (partial: see `news2`).
+    pub news2: Option<News2>,
     /// Since when the longest-waiting unacknowledged alert waits.
     #[serde(skip)]
     waiting_since: Option<UnixMillis>,
@@ -159,8 +162,16 @@ pub fn row(input: RowInput<'_>, now: UnixMillis) -> Row {
             )
         }),
         last_reading_at: last_reading_at.map(DbTime),
+        news2: news2::score(input.observations, news2_scale(input.plan), now),
         waiting_since,
     }
+}
+
+/// The NEWS2 SpO2 scale a patient's plan calls for.
+pub fn news2_scale(plan: Option<&Plan>) -> news2::Spo2Scale {
+    plan.map_or(news2::Spo2Scale::Scale1, |p| {
+        news2::scale_for(p.thresholds.spo2_low_pct)
+    })
 }
 
 fn level(

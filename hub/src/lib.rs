@@ -26,6 +26,7 @@ pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod news2;
 pub mod passwords;
 pub mod plans;
 pub mod replay;

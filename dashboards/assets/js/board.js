@@ -9,6 +9,7 @@ import { get } from "./api.js";
 import { t, time, since, ago, num, ruleName, label } from "./i18n.js";
 import { severityBadge, levelBadge, stateBadge, actionButtons, callDialog, compareAlerts, isActive, errorText } from "./alerts.js";
 import { sparkline } from "./charts.js";
+import { news2Badge } from "./news2.js";
 
 const METRICS = [
   { key: "weight", label: "metric.weight", unit: "kg", digits: 1 },
@@ -182,6 +183,8 @@ export function render(container, { live }) {
         h("span", { class: "latest-value" }, value, " ", h("span", { class: "unit" }, m.unit)), " ",
         cachedSpark(r.patient.id, m.key, series, `${t(m.label)} 14 d`)));
     }
+    const news2 = news2Badge(r.news2);
+    if (news2) items.push(news2);
     return items.length ? items : h("span", { class: "muted" }, "–");
   }
 

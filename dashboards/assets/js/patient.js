@@ -10,6 +10,7 @@ import { t, dateTime, ago, num, ruleName, label } from "./i18n.js";
 import { severityBadge, stateBadge, actionButtons, callDialog, compareAlerts, isActive, errorText } from "./alerts.js";
 import { trendChart, chartSummary } from "./charts.js";
 import { ctgViewer } from "./ctg.js";
+import { news2Detail } from "./news2.js";
 
 const DAY = 86400000;
 const enc = encodeURIComponent;
@@ -62,7 +63,8 @@ export function render(container, { me, live, params }) {
       h("h1", {}, patient.name),
       h("p", { class: "muted" },
         `${t("patient.id")} ${patient.id} · ${t("patient.program")}: ${patient.program ? label("program.", patient.program) : t("program.none")}`),
-      h("button", { type: "button", "data-action": "call", onclick: () => callDialog(id, patient.name, alerts.filter(isActive), loadCalls) }, t("act.call")));
+      h("button", { type: "button", "data-action": "call", onclick: () => callDialog(id, patient.name, alerts.filter(isActive), loadCalls) }, t("act.call")),
+      news2Detail(patient.news2));
   }
 
   // ------------------------------------------------------------ alerts
@@ -226,7 +228,7 @@ export function render(container, { me, live, params }) {
       h("dl", { class: "kv" },
         h("dt", {}, t("patient.plan_virtual_ward")), h("dd", {}, plan.virtual_ward ? t("yes") : t("no")),
         h("dt", {}, t("metric.weight")), h("dd", {}, Number.isFinite(plan.dry_weight_kg) ? t("patient.dry_weight", { kg: num(plan.dry_weight_kg) }) : t("patient.no_dry_weight")),
-        h("dt", {}, t("patient.plan_schedule")), h("dd", {}, (plan.schedule ?? []).map((s) => `${s.metric} ${s.by}`).join(", ") || "–"),
+        h("dt", {}, t("patient.plan_schedule")), h("dd", {}, (plan.schedule ?? []).map((s) => `${label("metric.", s.metric)} ${s.by}`).join(", ") || "–"),
         h("dt", {}, t("patient.plan_doses")), h("dd", {}, (plan.doses ?? []).map((d) => `${d.name} ${d.at}`).join(", ") || "–")),
       h("h3", {}, t("patient.plan_rules")),
       h("ul", { class: "tags" }, [...(plan.rules ?? [])].map((r) => h("li", {}, ruleName(r)))),

@@ -10,10 +10,13 @@ use super::auth::Caller;
 use super::error::{ApiError, AppJson, AppQuery};
 use super::{AppState, check_id, parse_time};
 use crate::access::Role;
+use crate::board;
 use crate::engine::task::EngineMsg;
+use crate::news2::{self, News2};
 use crate::store::{
     Call, DbTime, NewCall, NewPatient, ObservationQuery, Patient, PatientDevice, StoredObservation,
 };
+use vaka_gateway::UnixMillis;
 use vaka_gateway::model::Metric;
 
 pub fn router() -> Router<AppState> {
@@ -53,6 +56,9 @@ pub struct PatientView {
     timezone: String,
     program: Option<String>,
     created_at: DbTime,
+    /// On `GET /patients/{id}`: NEWS2 from the vital signs of the last day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    news2: Option<News2>,
 }
 
 impl From<Patient> for PatientView {
@@ -63,6 +69,7 @@ impl From<Patient> for PatientView {
             timezone: p.timezone,
             program: p.program,
             created_at: p.created_at,
+            news2: None,
         }
     }
 }
@@ -168,10 +175,18 @@ async fn show(
         .patient(&id)
         .await?
         .ok_or(ApiError::NotFound("patient"))?;
+    let now = state.clock.now();
+    let (vitals, _) = state
+        .store
+        .recent_readings(&id, UnixMillis(now.0 - news2::WINDOW_MS))
+        .await?;
+    let plan = state.store.current_plan(&id).await?;
     state
         .audit(&caller, "patient.view", Some(&id), None)
         .await?;
-    Ok(AppJson(patient.into()))
+    let mut view = PatientView::from(patient);
+    view.news2 = news2::score(&vitals, board::news2_scale(plan.as_ref()), now);
+    Ok(AppJson(view))
 }
 
 #[derive(Debug, Deserialize)]

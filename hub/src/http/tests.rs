@@ -8,8 +8,8 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
-use vaka_gateway::UnixMillis;
-use vaka_gateway::model::{Content, Event, EventKind};
+use vaka_gateway::model::{Content, Event, EventKind, Metric, Observation};
+use vaka_gateway::{Message, UnixMillis};
 
 use super::{AppState, router};
 use crate::engine::clock::SystemClock;
@@ -588,4 +588,92 @@ async fn snooze_is_for_medium_and_low_only() {
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{minutes}: {body}");
     }
+}
+
+/// NEWS2 from the last day's vital signs, in the patient view and on the
+/// board: SpO2 93 % (2), systolic 104 (1), pulse 112 (2), temperature 37.2
+/// (0) make at least 5, medium risk; a reading two days old does not count.
+#[tokio::test]
+async fn news2_is_shown_with_its_parameters() {
+    let app = app().await;
+    app.authed(
+        "POST",
+        "/api/v1/patients",
+        Some(json!({"id": "p1", "name": "Testa Testsson", "program": "heart_failure"})),
+    )
+    .await;
+    let now = UnixMillis::now();
+    let ago = |min: i64| UnixMillis(now.0 - min * UnixMillis::MINUTE);
+    let reading = |device: &str, metric: Metric, value: f64, at: UnixMillis| Message {
+        device: vaka_gateway::DeviceId::parse(device).expect("id"),
+        channel: vaka_gateway::Channel::Obs,
+        received_at: at,
+        reference: format!("{}:{device}{}", at.0, metric.as_str()),
+        content: Content::Observations(vec![Observation {
+            time: at,
+            metric,
+            value,
+        }]),
+        payload: bytes::Bytes::new(),
+    };
+    let messages = [
+        reading("ox-1", Metric::Spo2, 97.0, ago(2 * 24 * 60)),
+        reading("ox-1", Metric::Spo2, 93.0, ago(30)),
+        reading("bp-1", Metric::Sys, 104.0, ago(35)),
+        reading("bp-1", Metric::Hr, 112.0, ago(35)),
+        reading("th-1", Metric::Temp, 37.2, ago(40)),
+    ];
+    let batch = crate::store::IngestBatch {
+        filed: messages
+            .iter()
+            .map(|m| crate::store::FiledMessage {
+                message: m,
+                patient_id: "p1",
+            })
+            .collect(),
+        ..Default::default()
+    };
+    app.state
+        .store
+        .ingest(&batch, &mut vaka_gateway::Turn::alone())
+        .await
+        .expect("ingest");
+
+    let (s, p) = app.authed("GET", "/api/v1/patients/p1", None).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let n = &p["news2"];
+    assert_eq!(n["score"], 5, "{p}");
+    assert_eq!(n["risk"], "medium");
+    assert_eq!(n["scale"], "scale1");
+    let points: Vec<(String, i64)> = n["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap_or("").to_owned(),
+                x["points"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            ("spo2".into(), 2),
+            ("sys".into(), 1),
+            ("hr".into(), 2),
+            ("temp".into(), 0)
+        ]
+    );
+    assert_eq!(
+        n["missing"],
+        json!(["respiration_rate", "oxygen", "consciousness"])
+    );
+
+    let (s, board) = app.authed("GET", "/api/v1/board", None).await;
+    assert_eq!(s, StatusCode::OK, "{board}");
+    assert_eq!(board["rows"][0]["news2"]["score"], 5, "{board}");
+    // The list of patients does not compute it.
+    let (_, list) = app.authed("GET", "/api/v1/patients", None).await;
+    assert!(list[0].get("news2").is_none(), "{list}");
 }

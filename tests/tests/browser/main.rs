@@ -186,6 +186,21 @@ async fn the_board_is_worst_first_and_live_in_two_browsers() -> Result<()> {
         "not worst first: {rows:?}"
     );
     assert!(ranks[0] < rank("stable"), "no alert on the board: {rows:?}");
+    // NEWS2 of the last day's vital signs, for the patients who measured.
+    let news2 = a
+        .js(
+            "return [...document.querySelectorAll('#board tbody tr .news2')].map(e => e.innerText);",
+            vec![],
+        )
+        .await?;
+    let news2 = news2.as_array().cloned().unwrap_or_default();
+    assert!(
+        !news2.is_empty()
+            && news2
+                .iter()
+                .all(|t| t.as_str().is_some_and(|t| t.contains("NEWS2"))),
+        "no NEWS2 on the board: {news2:?}"
+    );
     // Severity is in words too, not only colour.
     // (Read in the page: the board redraws its rows as readings arrive, so
     // an element handle may go stale between finding and reading it.)
