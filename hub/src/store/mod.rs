@@ -1028,6 +1028,15 @@ impl<'m> Flat<'m> {
     }
 }
 
+impl Flat<'_> {
+    /// The fast path stored every observation: all of them are new.
+    fn all_observations_new(&self, outcome: &mut IngestOutcome) {
+        for r in &self.observations {
+            outcome.new[r.msg][r.rec] = true;
+        }
+    }
+}
+
 impl DeviceUpdate {
     fn is_empty(&self) -> bool {
         self.battery_pct.is_none()

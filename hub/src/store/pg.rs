@@ -29,6 +29,21 @@ pub(super) async fn registry(pool: &PgPool, device_ids: &[&str]) -> Result<Vec<R
     .await?)
 }
 
+/// Binds observation rows as the seven arrays of an `UNNEST` (column by
+/// column, in the table's order), to an `INSERT` or an `INSERT … RETURNING`.
+macro_rules! bind_observations {
+    ($query:expr, $rows:expr) => {
+        $query
+            .bind($rows.iter().map(|r| r.time).collect::<Vec<_>>())
+            .bind($rows.iter().map(|r| r.patient).collect::<Vec<_>>())
+            .bind($rows.iter().map(|r| r.device).collect::<Vec<_>>())
+            .bind($rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>())
+            .bind($rows.iter().map(|r| r.value).collect::<Vec<_>>())
+            .bind($rows.iter().map(|r| r.metric.unit()).collect::<Vec<_>>())
+            .bind($rows.iter().map(|r| r.received).collect::<Vec<_>>())
+    };
+}
+
 /// One transaction for the batch. The observations go first, by the fast
 /// path: a plain `INSERT` of all of them, as a new batch almost always is
 /// (`ON CONFLICT DO NOTHING … RETURNING` costs half as much again, an extra
@@ -54,25 +69,19 @@ pub(super) async fn ingest(
             Err(e) => return Err(e.into()),
         };
     if all_new {
-        for r in &flat.observations {
-            outcome.new[r.msg][r.rec] = true;
-        }
+        flat.all_observations_new(&mut outcome);
     } else if !flat.observations.is_empty() {
         let rows = &flat.observations;
-        let inserted: Vec<(String, String, DbTime)> = sqlx::query_as(
-            "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
-             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
-                                  $5::float8[], $6::text[], $7::timestamptz[])
-             ON CONFLICT DO NOTHING
-             RETURNING device_id, metric, time",
+        let inserted: Vec<(String, String, DbTime)> = bind_observations!(
+            sqlx::query_as(
+                "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
+                 SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                      $5::float8[], $6::text[], $7::timestamptz[])
+                 ON CONFLICT DO NOTHING
+                 RETURNING device_id, metric, time",
+            ),
+            rows
         )
-        .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.patient).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.device).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.value).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.metric.unit()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.received).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
         let keys = rows
@@ -174,18 +183,14 @@ pub(super) async fn ingest(
 
 /// All of `rows`, none of which may be stored already (the fast path).
 async fn insert_observations(tx: &mut sqlx::PgConnection, rows: &[ObsRow<'_>]) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
-         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
-                              $5::float8[], $6::text[], $7::timestamptz[])",
+    bind_observations!(
+        sqlx::query(
+            "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                  $5::float8[], $6::text[], $7::timestamptz[])",
+        ),
+        rows
     )
-    .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.patient).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.device).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.value).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.metric.unit()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.received).collect::<Vec<_>>())
     .execute(tx)
     .await?;
     Ok(())

@@ -50,9 +50,7 @@ pub(super) async fn ingest(
             Err(e) => return Err(e.into()),
         };
     if all_new {
-        for r in &flat.observations {
-            outcome.new[r.msg][r.rec] = true;
-        }
+        flat.all_observations_new(&mut outcome);
     } else {
         for r in &flat.observations {
             let done = sqlx::query(
