@@ -529,7 +529,7 @@ async fn poll(
 }
 
 /// A Mosquitto of the test's own on a free port, for limits the shared one
-/// does not have (a large persistent-session queue, a wide in-flight window),
+/// does not have (no limit on a session's queue, a wide in-flight window),
 /// and for tests that restart the broker (never restart the shared one:
 /// other tests run against it in parallel).
 pub struct OwnBroker {
@@ -571,7 +571,7 @@ impl OwnBroker {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
-                 max_inflight_messages 1000\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n"
+                 max_inflight_messages 1000\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\n"
             ),
         )?;
         let mut broker = OwnBroker {
