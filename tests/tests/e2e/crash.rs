@@ -123,9 +123,14 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
         }
     }
     let total = messages.len() as u64;
+    // About a thousand messages a second: vaka stores a burst published
+    // flat out faster than the kills below could land in it.
     let publisher = tokio::spawn(async move {
-        for (topic, payload) in messages {
+        for (k, (topic, payload)) in messages.into_iter().enumerate() {
             device.publish(&topic, payload).await?;
+            if k % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         device.wait_acked(total + 4).await?;
         anyhow::Ok(device.acked())
@@ -133,23 +138,31 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
 
     // Kill it three times while the burst is under way.
     let kills = [total / 5, total * 2 / 5, total * 3 / 5];
+    let mut stored_at_kills = Vec::new();
     for target in kills {
-        eventually(
+        let n = eventually(
             "part of the burst stored",
             Duration::from_secs(60),
             || async {
                 let n = count(&store, "SELECT count(*) FROM observations")
                     .await
                     .ok()?;
-                (n as u64 >= target * 4).then_some(())
+                (n as u64 >= target * 4).then_some(n)
             },
         )
         .await?;
+        stored_at_kills.push(n);
         hub.kill_hard();
         tokio::time::sleep(Duration::from_millis(300)).await;
         hub.restart().await?;
     }
     let acked = publisher.await??;
+    // Every kill landed while the burst was still arriving.
+    assert!(
+        stored_at_kills.iter().all(|n| (*n as u64) < total * 4),
+        "a kill came after the whole burst was stored: {stored_at_kills:?} of {}",
+        total * 4
+    );
 
     let expected = (total + 2) as i64 * 4 + 2;
     let stored = eventually("every reading stored", Duration::from_secs(90), || async {
@@ -232,7 +245,7 @@ async fn killed_during_a_burst(backend: Backend) -> Result<()> {
     let duplicates = hub.api().metric("vaka_records_duplicate_total").await?;
     println!(
         "fault-summary test=kill_hard backend={backend:?} messages_sent={} broker_acked={} \
-         faults={} rows_expected={expected} rows_stored={stored} redelivered_records_skipped={duplicates} \
+         faults={} rows_at_kills={stored_at_kills:?} rows_expected={expected} rows_stored={stored} redelivered_records_skipped={duplicates} \
          alerts_expected={} alerts_stored={} acknowledged_kept={} snoozed_kept={} secs={:.1}",
         total + 4,
         acked,
