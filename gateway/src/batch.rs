@@ -287,7 +287,15 @@ impl<S: Sink> Batcher<S> {
             State::START
         };
         let state = Arc::new(watch::channel(first).0);
-        let previous = self.pending.back().map(|p| p.state.subscribe());
+        // The turn is taken after the last batch that stores something (one
+        // with nothing to store is "committed" from the start, and must not
+        // let this one past a batch before it).
+        let previous = self
+            .pending
+            .iter()
+            .rev()
+            .find(|p| p.commit.is_some())
+            .map(|p| p.state.subscribe());
         let commit = (!messages.is_empty()).then(|| {
             tokio::spawn(commit_with_retry(
                 self.sink.clone(),
@@ -605,5 +613,150 @@ async fn commit_with_retry<S: Sink>(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline's order, without a broker or a database: a sink whose
+    //! commits take random times records when each batch writes, commits
+    //! and is delivered. Whatever the timing, batches must commit and be
+    //! delivered in the order they arrived (what is durable is a prefix of
+    //! what arrived), also around batches with nothing to store.
+
+    use std::sync::Mutex;
+
+    use rand::{RngExt, SeedableRng};
+    use rumqttc::v5::MqttOptions;
+
+    use super::*;
+    use crate::senml::PackBuilder;
+
+    #[derive(Default)]
+    struct Recording {
+        events: Mutex<Vec<(&'static str, usize)>>,
+        rng: Mutex<Option<rand::rngs::StdRng>>,
+    }
+
+    impl Recording {
+        fn note(&self, what: &'static str, batch: usize) {
+            self.events
+                .lock()
+                .expect("not poisoned")
+                .push((what, batch));
+        }
+
+        fn order(&self, what: &str) -> Vec<usize> {
+            let events = self.events.lock().expect("not poisoned");
+            events
+                .iter()
+                .filter(|(w, _)| *w == what)
+                .map(|(_, b)| *b)
+                .collect()
+        }
+    }
+
+    /// The batch's number: the sequence number in its first message's value.
+    fn batch_of(messages: &[Message]) -> usize {
+        match &messages[0].content {
+            Content::Observations(obs) => obs[0].value as usize,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    impl Sink for Arc<Recording> {
+        type Receipt = usize;
+
+        async fn commit(
+            &self,
+            messages: &[Message],
+            turn: &mut Turn,
+        ) -> Result<Committed<usize>, SinkError> {
+            let batch = batch_of(messages);
+            let (work, flush) = {
+                let mut rng = self.rng.lock().expect("not poisoned");
+                let rng = rng.get_or_insert_with(|| rand::rngs::StdRng::seed_from_u64(7));
+                (rng.random_range(0..3u64), rng.random_range(0..4u64))
+            };
+            turn.may_write().await?;
+            self.note("write", batch);
+            tokio::time::sleep(Duration::from_millis(work)).await;
+            turn.written();
+            tokio::time::sleep(Duration::from_millis(flush)).await;
+            turn.may_commit().await?;
+            self.note("commit", batch);
+            Ok(Committed {
+                dispositions: messages
+                    .iter()
+                    .map(|m| Disposition::Stored {
+                        new: m.content.len(),
+                        duplicates: 0,
+                    })
+                    .collect(),
+                receipt: batch,
+            })
+        }
+
+        async fn deliver(&self, batch: usize) {
+            self.note("deliver", batch);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_commit_and_are_delivered_in_arrival_order() {
+        let root = TopicRoot::new("vaka/v1").expect("root");
+        let (client, _eventloop) =
+            AsyncClient::new(MqttOptions::new("batch-test", "127.0.0.1", 1), 10_000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let recording = Arc::new(Recording::default());
+        let batcher = Batcher {
+            rx,
+            client,
+            sink: Arc::new(recording.clone()),
+            root: root.clone(),
+            limits: Limits::default(),
+            // One message a batch, so that there are many batches.
+            config: BatchConfig {
+                max_messages: 1,
+                pipeline: 4,
+                ..BatchConfig::default()
+            },
+            metrics: GatewayMetrics::default(),
+            clock: UnixMillis::now,
+            throttle: Throttle::new(Default::default()),
+            pending: VecDeque::new(),
+        };
+        let now = UnixMillis::now().as_secs_f64();
+        let n = 200;
+        let mut stored = Vec::new();
+        for k in 0..n {
+            let device = format!("ox-{}", k % 10);
+            let topic = format!("vaka/v1/d/{device}/obs");
+            // Every seventh message is refused: a batch with nothing to store.
+            let payload = if k % 7 == 3 {
+                "not json".to_owned()
+            } else {
+                stored.push(k);
+                PackBuilder::new(&device, now)
+                    .value("hr", "beat/min", k as f64 + 20.0, now - k as f64)
+                    .to_json()
+            };
+            tx.send(Received {
+                publish: Publish::new(topic, QoS::AtMostOnce, payload, None),
+                at: UnixMillis::now(),
+                instant: Instant::now(),
+            })
+            .expect("batcher listening");
+        }
+        drop(tx);
+        let shutdown = CancellationToken::new();
+        tokio::time::timeout(Duration::from_secs(30), batcher.run(shutdown))
+            .await
+            .expect("the batcher ends when the intake closes");
+
+        let expected: Vec<usize> = stored.iter().map(|k| k + 20).collect();
+        assert_eq!(recording.order("commit"), expected, "commits in order");
+        assert_eq!(recording.order("deliver"), expected, "deliveries in order");
+        assert_eq!(recording.order("write"), expected, "writes in turn");
     }
 }
