@@ -46,7 +46,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = ROOT / "target" / "release"
+# cargo builds where CARGO_TARGET_DIR says (as .ci/run sets it), else in target/.
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 VAKA = TARGET / "vaka"
 SIM = TARGET / "vaka-sim"
 PG_ADMIN = os.environ.get("VAKA_BENCH_PG", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -403,6 +404,10 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
+    try:
+        import matplotlib  # noqa: F401  (the plot comes last: fail before measuring)
+    except ImportError:
+        sys.exit("bench.py: the plot needs matplotlib: pip install matplotlib")
     if args.quick:
         args.secs, args.fractions, args.step = 5, "0.5", 1.5
         args.devices = min(args.devices, 300)
@@ -463,9 +468,9 @@ def main():
     finally:
         broker.stop()
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(results, out / "load.png")
     text = summary(results)
     (out / "summary.txt").write_text(text + "\n")
+    plot(results, out / "load.png")
     print(text)
 
 

@@ -72,11 +72,11 @@ pub async fn broker(
     let run = format!("{:08x}", rand::random::<u32>());
     let root = format!("vaka-bench/{run}");
 
-    // The subscriber, like the gateway: MQTT 5, Receive Maximum 10 000.
+    // The subscriber, like the gateway: MQTT 5, the gateway's Receive Maximum.
     let mut options = MqttOptions5::new(format!("vaka-bench-sub-{run}"), &broker.host, broker.port);
     options
         .set_keep_alive(Duration::from_secs(30))
-        .set_receive_maximum(Some(10_000))
+        .set_receive_maximum(Some(vaka_gateway::DEFAULT_INFLIGHT))
         .set_request_channel_capacity(20_000);
     if let Some((u, p)) = &broker.credentials {
         options.set_credentials(u.clone(), p.clone());

@@ -24,7 +24,11 @@
 //!    patient in one batch.
 //! 5. **Drain**: wait for the broker's acknowledgements, then for the
 //!    database to hold every record, then for every expected alert, each
-//!    wait ending only after `drain_timeout` without progress.
+//!    wait ending only after `drain_timeout` without progress. The wait
+//!    for the database looks for the last message published, then for each
+//!    device's last message (index probes), and counts every row only then
+//!    (and now and then on the way): a count reads the whole run back, and
+//!    repeated while the hub is behind it would slow the hub it measures.
 //! 6. **Count** in the database itself: observation rows and fall events of
 //!    the run's devices, and the sum of the fall alerts' counts (a fall
 //!    evaluated twice would show there as a duplicate).
@@ -39,13 +43,13 @@
 //!   engine, alert store, broadcast and websocket, all included.
 //! - **publish → stored** is sampled: one oximeter message in
 //!   `probe_every` is a probe, and a prober asks the database every
-//!   [`PROBE_INTERVAL`] which of the outstanding probes are there (one
-//!   indexed query for all of them). A probe's latency ends at the poll that
+//!   [`PROBE_INTERVAL`] which of the oldest outstanding probes are there
+//!   (one indexed query for up to 256 of them). A probe's latency ends at the poll that
 //!   found it, so it overstates the truth by up to the poll interval plus
 //!   the query time. Sampling keeps the prober's own load on the database
 //!   small; polling every row would measure the prober.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -74,6 +78,8 @@ use crate::mqtt::{Broker, parse_broker};
 
 /// How often the prober asks the database for outstanding probes.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(5);
+/// How many of the oldest outstanding probes one poll asks for.
+const PROBE_WINDOW: usize = 256;
 /// Observation rows in one oximeter message (`spo2` and `hr`).
 pub const ROWS_PER_MESSAGE: u64 = 2;
 /// Devices connected per wave.
@@ -84,8 +90,10 @@ const INFLIGHT: u16 = 32;
 const REQUEST_CAPACITY: usize = 16;
 /// Concurrent HTTP requests while registering.
 const REGISTER_CONCURRENCY: usize = 16;
-/// How often the drain asks the database for its counts.
+/// How often the drain looks in the database.
 const COUNT_INTERVAL: Duration = Duration::from_millis(100);
+/// The least time between two counts of every stored row while draining.
+const COUNT_EVERY_AT_LEAST: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -538,6 +546,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     let mut sent_obs = 0u64;
     let mut sent_falls = 0u64;
     let mut publish_error = None;
+    let mut last_device = None;
     let patients: Vec<&str> = ids.iter().map(|(_, p)| p.as_str()).collect();
     loop {
         let elapsed = started.elapsed();
@@ -574,9 +583,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         } else {
             if config.probe_every > 0 && sent_obs.is_multiple_of(config.probe_every) {
                 let _ = probe_tx.send(Probe {
-                    device: i,
-                    id: d.id.clone(),
-                    t_ms: t,
+                    record: Record {
+                        device: d.id.clone(),
+                        t_ms: t,
+                        fall: false,
+                    },
                     at,
                 });
             }
@@ -590,6 +601,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
             publish_error = Some(e.to_string());
             break;
         }
+        last_device = Some(i);
         sent += 1;
     }
     let publish_secs = started.elapsed().as_secs_f64();
@@ -611,25 +623,29 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         }
         tokio::time::sleep(COUNT_INTERVAL).await;
     }
-    let mut drained_at = Instant::now();
-    let mut stall = Stall::new(config.drain_timeout);
-    loop {
-        match db.counts(&device_ids).await {
-            Ok((rows, f)) => {
-                drained_at = Instant::now();
-                if (rows >= expected_rows && f >= sent_falls) || stall.stalled(rows + f) {
-                    break;
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "counting stored rows failed");
-                if stall.stalled(0) {
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(COUNT_INTERVAL).await;
-    }
+    // Each device's last message, and the last one of all (none if
+    // publishing broke off: the last attempt may not have gone out).
+    let lasts: Vec<Record> = devices
+        .iter()
+        .filter(|d| d.last_ms > 0 && publish_error.is_none())
+        .map(|d| Record {
+            device: d.id.clone(),
+            t_ms: d.last_ms,
+            fall: d.fall_sensor,
+        })
+        .collect();
+    let last_published = last_device
+        .and_then(|i| lasts.iter().find(|r| r.device == devices[i].id))
+        .cloned();
+    let drained_at = wait_until_stored(
+        &db,
+        &device_ids,
+        (expected_rows, sent_falls),
+        last_published,
+        lasts,
+        config.drain_timeout,
+    )
+    .await;
     let mut stall = Stall::new(config.drain_timeout);
     loop {
         let seen = lock(&falls).seen();
@@ -688,6 +704,80 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         });
     }
     Ok(report)
+}
+
+/// Waits until the database holds every record of the run (`expected`:
+/// observation rows and fall events), or until it has made no progress for
+/// `timeout`; returns when the last record was seen stored.
+///
+/// Counting every row of the run reads the whole run back, which would
+/// load the database while the hub is still storing. So the wait looks
+/// first for the last message published (one index probe a poll: the hub
+/// stores in about the order of publishing), then for every device's last
+/// message (one probe each), and only then counts. A count also runs now
+/// and then on the way, so that a drain that stops is noticed.
+async fn wait_until_stored(
+    db: &Db,
+    device_ids: &[String],
+    expected: (u64, u64),
+    last_published: Option<Record>,
+    lasts: Vec<Record>,
+    timeout: Duration,
+) -> Instant {
+    let mut waiting: Vec<Record> = last_published.into_iter().collect();
+    let mut lasts = Some(lasts);
+    let mut found = 0u64;
+    let mut counted = 0u64;
+    let mut next_count = Instant::now() + COUNT_EVERY_AT_LEAST;
+    // Whether a count ran after every last record was seen (if it fell
+    // short, a record is missing: count only now and then from there on).
+    let mut counted_since = false;
+    let mut stall = Stall::new(timeout);
+    loop {
+        if !waiting.is_empty() {
+            match db.stored(&waiting).await {
+                Ok(stored) => {
+                    found += stored.len() as u64;
+                    let mut is_stored = vec![false; waiting.len()];
+                    for i in stored {
+                        if let Some(s) = is_stored.get_mut(i) {
+                            *s = true;
+                        }
+                    }
+                    let mut is_stored = is_stored.into_iter();
+                    waiting.retain(|_| !is_stored.next().unwrap_or(false));
+                }
+                Err(e) => warn!(error = %e, "looking for the last records failed"),
+            }
+        }
+        if waiting.is_empty()
+            && let Some(all) = lasts.take()
+        {
+            waiting = all;
+            continue;
+        }
+        let seen_at = Instant::now();
+        let all_lasts_seen = waiting.is_empty() && !counted_since;
+        if all_lasts_seen || seen_at >= next_count {
+            counted_since = waiting.is_empty();
+            match db.counts(device_ids).await {
+                Ok((rows, falls)) => {
+                    counted = rows + falls;
+                    if rows >= expected.0 && falls >= expected.1 {
+                        return seen_at;
+                    }
+                }
+                Err(e) => warn!(error = %e, "counting stored rows failed"),
+            }
+            // A count costs the database as much as it reads: leave it at
+            // least ten times as long alone.
+            next_count = Instant::now() + (seen_at.elapsed() * 10).max(COUNT_EVERY_AT_LEAST);
+        }
+        if stall.stalled(found + counted) {
+            return Instant::now();
+        }
+        tokio::time::sleep(COUNT_INTERVAL).await;
+    }
 }
 
 /// Tells when a wait has made no progress for too long.
@@ -950,25 +1040,28 @@ async fn watch_alerts(
 // ----------------------------------------------------------------- prober
 
 struct Probe {
-    device: usize,
-    id: String,
-    t_ms: i64,
+    record: Record,
     at: Instant,
 }
 
 /// Polls the database for outstanding probes until the channel is closed
 /// and every probe is found, or none has been found for 30 s. Returns the
 /// latencies and how many were never found.
+///
+/// Only the oldest [`PROBE_WINDOW`] outstanding probes are asked for: the
+/// hub stores messages in about the order they were published, so while
+/// the oldest are not there the younger are not either, and asking for all
+/// of them would load the database most exactly when the hub is behind.
+/// When most of the window was found, the next poll follows at once.
 async fn probe(db: Db, mut rx: mpsc::UnboundedReceiver<Probe>) -> (Histogram<u64>, u64) {
-    const MAX_PER_QUERY: usize = 2_000;
     let mut hist = histogram();
-    let mut pending: Vec<Probe> = Vec::new();
+    let mut pending: VecDeque<Probe> = VecDeque::new();
     let mut open = true;
     let mut last_found = Instant::now();
     loop {
         loop {
             match rx.try_recv() {
-                Ok(p) => pending.push(p),
+                Ok(p) => pending.push_back(p),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     open = false;
@@ -981,40 +1074,55 @@ async fn probe(db: Db, mut rx: mpsc::UnboundedReceiver<Probe>) -> (Histogram<u64
                 break;
             }
             match rx.recv().await {
-                Some(p) => pending.push(p),
+                Some(p) => pending.push_back(p),
                 None => break,
             }
             last_found = Instant::now();
             continue;
         }
-        let take = pending.len().min(MAX_PER_QUERY);
-        match db.probes_found(&pending[..take]).await {
+        let take = pending.len().min(PROBE_WINDOW);
+        let window: Vec<Record> = pending
+            .iter()
+            .take(take)
+            .map(|p| p.record.clone())
+            .collect();
+        let mut found_most = false;
+        match db.stored(&window).await {
             Ok(found) => {
                 let now = Instant::now();
                 if !found.is_empty() {
                     last_found = now;
                 }
-                let mut found = found;
-                found.sort_unstable_by(|a, b| b.cmp(a));
+                found_most = take == PROBE_WINDOW && found.len() * 2 >= take;
+                let mut is_found = vec![false; take];
                 for i in found {
-                    if i < take {
-                        let p = pending.swap_remove(i);
+                    if let Some(f) = is_found.get_mut(i) {
+                        *f = true;
+                    }
+                }
+                let mut i = 0;
+                pending.retain(|p| {
+                    let found = is_found.get(i).copied().unwrap_or(false);
+                    i += 1;
+                    if found {
                         let us = now.duration_since(p.at).as_micros();
                         let _ = hist.record(u64::try_from(us).unwrap_or(u64::MAX));
                     }
-                }
+                    !found
+                });
             }
             Err(e) => warn!(error = %e, "probe query failed"),
         }
         if !open && last_found.elapsed() > Duration::from_secs(30) {
             break;
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        if !found_most {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
     }
     let lost = pending.len() as u64;
-    if lost > 0 {
-        let first = &pending[0];
-        warn!(lost, device = first.device, id = %first.id, "probes never found in the database");
+    if let Some(first) = pending.front() {
+        warn!(lost, device = %first.record.device, "probes never found in the database");
     }
     (hist, lost)
 }
@@ -1099,42 +1207,55 @@ impl Db {
         Ok(n.max(0) as u64)
     }
 
-    /// Which of `probes` (by index) are stored.
-    async fn probes_found(&self, probes: &[Probe]) -> Result<Vec<usize>, sqlx::Error> {
+    /// Which of `records` (by index) are stored: one index probe each
+    /// (LATERAL … LIMIT 1 on the unique keys; a semi-join may hash the
+    /// whole table, and the waiting would then cost the database more than
+    /// what it measures).
+    async fn stored(&self, records: &[Record]) -> Result<Vec<usize>, sqlx::Error> {
         let rows: Vec<(i64,)> = match self {
             Db::Postgres(pool) => {
-                let ids: Vec<&str> = probes.iter().map(|p| p.id.as_str()).collect();
-                let times: Vec<chrono::DateTime<chrono::Utc>> = probes
+                let ids: Vec<&str> = records.iter().map(|r| r.device.as_str()).collect();
+                let times: Vec<chrono::DateTime<chrono::Utc>> = records
                     .iter()
-                    .map(|p| chrono::DateTime::from_timestamp_millis(p.t_ms).unwrap_or_default())
+                    .map(|r| chrono::DateTime::from_timestamp_millis(r.t_ms).unwrap_or_default())
                     .collect();
-                let idx: Vec<i64> = (0..probes.len() as i64).collect();
+                let falls: Vec<bool> = records.iter().map(|r| r.fall).collect();
+                let idx: Vec<i64> = (0..records.len() as i64).collect();
                 sqlx::query_as(
-                    // One index probe per outstanding probe (LATERAL …
-                    // LIMIT 1): a semi-join may hash the whole table, and
-                    // the prober would then cost the database more than
-                    // what it measures.
-                    "SELECT p.i FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[]) AS p(d, t, i)
-                     CROSS JOIN LATERAL (SELECT 1 FROM observations o
-                                         WHERE o.device_id = p.d AND o.metric = 'spo2' AND o.time = p.t
-                                         LIMIT 1) AS found",
+                    "SELECT p.i FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::int8[])
+                                     AS p(d, t, fall, i)
+                     CROSS JOIN LATERAL (
+                         SELECT 1 FROM observations o
+                         WHERE NOT p.fall AND o.device_id = p.d AND o.metric = 'spo2' AND o.time = p.t
+                         UNION ALL
+                         SELECT 1 FROM events e
+                         WHERE p.fall AND e.device_id = p.d AND e.kind = 'fall' AND e.time = p.t
+                         LIMIT 1) AS found",
                 )
                 .bind(ids)
                 .bind(times)
+                .bind(falls)
                 .bind(idx)
                 .fetch_all(pool)
                 .await?
             }
             Db::Sqlite(pool) => {
-                let pairs: Vec<(&str, i64)> =
-                    probes.iter().map(|p| (p.id.as_str(), p.t_ms)).collect();
+                let triples: Vec<(&str, i64, bool)> = records
+                    .iter()
+                    .map(|r| (r.device.as_str(), r.t_ms, r.fall))
+                    .collect();
                 sqlx::query_as(
                     "SELECT CAST(j.key AS INTEGER) FROM json_each($1) AS j
-                     WHERE EXISTS (SELECT 1 FROM observations o
-                                   WHERE o.device_id = json_extract(j.value, '$[0]') AND o.metric = 'spo2'
-                                     AND o.time = json_extract(j.value, '$[1]'))",
+                     WHERE CASE WHEN json_extract(j.value, '$[2]')
+                           THEN EXISTS (SELECT 1 FROM events e
+                                        WHERE e.device_id = json_extract(j.value, '$[0]') AND e.kind = 'fall'
+                                          AND e.time = json_extract(j.value, '$[1]'))
+                           ELSE EXISTS (SELECT 1 FROM observations o
+                                        WHERE o.device_id = json_extract(j.value, '$[0]') AND o.metric = 'spo2'
+                                          AND o.time = json_extract(j.value, '$[1]'))
+                           END",
                 )
-                .bind(serde_json::to_string(&pairs).unwrap_or_default())
+                .bind(serde_json::to_string(&triples).unwrap_or_default())
                 .fetch_all(pool)
                 .await?
             }
@@ -1144,6 +1265,15 @@ impl Db {
             .filter_map(|(i,)| usize::try_from(i).ok())
             .collect())
     }
+}
+
+/// One published message, as the database keys it: an oximeter's `spo2`
+/// row or a fall event, by device and data time.
+#[derive(Debug, Clone)]
+struct Record {
+    device: String,
+    t_ms: i64,
+    fall: bool,
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ mod turn;
 
 pub use batch::{BatchConfig, Committed, Disposition, Message, Sink, SinkError};
 pub use metrics::GatewayMetrics;
-pub use mqtt::{BrokerAddress, MqttConfig};
+pub use mqtt::{BrokerAddress, DEFAULT_INFLIGHT, MqttConfig};
 pub use throttle::{LimitReport, RateLimit};
 pub use tls::TlsFiles;
 pub use turn::{Turn, TurnError};

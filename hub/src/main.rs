@@ -295,7 +295,7 @@ struct ServeArgs {
 
     /// MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may
     /// have in flight to the gateway (vaka acknowledges after each commit).
-    #[arg(long, env = "VAKA_MQTT_INFLIGHT", default_value_t = 10_000)]
+    #[arg(long, env = "VAKA_MQTT_INFLIGHT", default_value_t = vaka_gateway::DEFAULT_INFLIGHT)]
     mqtt_inflight: u16,
 
     /// Address for the HTTP API, websocket and dashboard (port 0: any free port).

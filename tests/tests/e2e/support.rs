@@ -151,9 +151,24 @@ pub fn vaka_binary() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("unexpected test binary location {exe:?}"))?;
     let bin = dir.join("vaka");
     if !bin.exists() {
+        // Build it in the profile the tests were built in: `target/debug`
+        // is the `dev` profile, every other directory is named after its
+        // profile (`--release` builds into `target/release`).
+        let profile = match dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => "dev",
+            Some(name) => name,
+        };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "vaka-hub", "--bin", "vaka"])
+            .args([
+                "build",
+                "-p",
+                "vaka-hub",
+                "--bin",
+                "vaka",
+                "--profile",
+                profile,
+            ])
             .status()?;
         if !status.success() {
             bail!("building vaka failed");
