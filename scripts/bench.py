@@ -297,8 +297,11 @@ def plot(results, path):
         db = results["backends"][backend].get("database")
         if db:
             ax1.axhline(db["messages_per_sec"], linestyle=":", color="gray")
+            # PostgreSQL's label above its line, SQLite's below: the two
+            # baselines are often close.
             ax1.annotate(f"{db['method']} ({name}) {db['messages_per_sec']:.0f} msg/s",
-                         (x[0], db["messages_per_sec"]), fontsize=7, color="gray")
+                         (x[-1], db["messages_per_sec"]), fontsize=7, color="gray", ha="right",
+                         va="bottom" if backend == "pg" else "top")
     offered = [r["publish_rate"] for b in results.get("backends", {}).values() for r in b.get("runs", [])]
     left = min(offered) if offered else 0
     for qos, color in (("1", "tab:red"), ("0", "tab:purple")):
