@@ -405,11 +405,29 @@ async fn changes_need_the_csrf_token_and_logout_ends_the_session() {
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["staff"], "nurse-a");
 
-    // A nurse is no administrator.
+    // A nurse is no administrator, and each refusal is in the audit log
+    // under her name, with its reason.
     let (s, _, _) = request(&app, "GET", "/api/v1/staff", None, Some(&a), false).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _, _) = request(&app, "GET", "/api/v1/audit", None, Some(&a), false).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = request(&app, "GET", "/api/v1/staff/nurse-b", None, Some(&a), false).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let refused = audit(&app, "actor=staff:nurse-a&action=access.forbidden").await;
+    let mut reasons: Vec<&str> = refused
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        [
+            "only administrators see other staff",
+            "this needs the role admin",
+            "this needs the role admin",
+        ],
+        "{refused:?}"
+    );
 
     let (s, _, me) = request(&app, "GET", "/api/v1/auth/me", None, Some(&a), false).await;
     assert_eq!(s, StatusCode::OK);

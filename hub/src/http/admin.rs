@@ -55,7 +55,7 @@ async fn create_unit(
     caller: Caller,
     AppJson(body): AppJson<NewUnit>,
 ) -> Result<(StatusCode, AppJson<CareUnit>), ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     check_id("id", &body.id)?;
     let name = bounded_text("name", &body.name, 200)?;
     if UnitKind::parse(&body.kind).is_none() {
@@ -106,7 +106,7 @@ async fn list_staff(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<AppJson<Vec<StaffMember>>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     Ok(AppJson(state.store.staff().await?))
 }
 
@@ -127,7 +127,7 @@ async fn create_staff(
     caller: Caller,
     AppJson(body): AppJson<NewStaffBody>,
 ) -> Result<(StatusCode, AppJson<StaffMember>), ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let username = body.username.trim().to_lowercase();
     check_id("username", &username)?;
     let staff_id = body.id.unwrap_or_else(|| username.clone());
@@ -159,13 +159,12 @@ async fn create_staff(
 }
 
 /// Administrators see everyone; others only themselves.
-fn may_see_staff(caller: &Caller, staff_id: &str) -> Result<(), ApiError> {
+async fn may_see_staff(state: &AppState, caller: &Caller, staff_id: &str) -> Result<(), ApiError> {
     if caller.role() == Role::Admin || caller.staff_id() == Some(staff_id) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(
-            "only administrators see other staff".into(),
-        ))
+        let refusal = ApiError::Forbidden("only administrators see other staff".into());
+        Err(state.refusal(caller, refusal).await)
     }
 }
 
@@ -174,7 +173,7 @@ async fn show_staff(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<StaffMember>, ApiError> {
-    may_see_staff(&caller, &id)?;
+    may_see_staff(&state, &caller, &id).await?;
     state
         .store
         .staff_member(&id)
@@ -199,7 +198,7 @@ async fn change_staff(
     Path(id): Path<String>,
     AppJson(body): AppJson<StaffChangeBody>,
 ) -> Result<AppJson<StaffMember>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let change = StaffChange {
         display_name: body
             .name
@@ -240,7 +239,7 @@ async fn assignments(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<Vec<String>>, ApiError> {
-    may_see_staff(&caller, &id)?;
+    may_see_staff(&state, &caller, &id).await?;
     // An unknown member of staff has no list (rather than an empty one).
     if state.store.staff_member(&id).await?.is_none() {
         return Err(ApiError::NotFound("staff member"));
@@ -255,7 +254,7 @@ async fn assign(
     caller: Caller,
     Path((id, patient)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    may_see_staff(&caller, &id)?;
+    may_see_staff(&state, &caller, &id).await?;
     let visible = state
         .store
         .patient_accesses(&id, Some(&patient))
@@ -291,7 +290,7 @@ async fn unassign(
     caller: Caller,
     Path((id, patient)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    may_see_staff(&caller, &id)?;
+    may_see_staff(&state, &caller, &id).await?;
     if !state.store.unassign(&id, &patient).await? {
         return Err(ApiError::NotFound("assignment"));
     }
@@ -315,7 +314,7 @@ async fn enrol(
     caller: Caller,
     Path((id, unit)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     state.store.enrol(&id, &unit, state.clock.now()).await?;
     state
         .audit(&caller, "enrolment.add", Some(&id), Some(unit))
@@ -328,7 +327,7 @@ async fn unenrol(
     caller: Caller,
     Path((id, unit)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     if !state.store.unenrol(&id, &unit).await? {
         return Err(ApiError::NotFound("enrolment"));
     }
@@ -352,7 +351,7 @@ async fn discard(
     Path(device): Path<String>,
     AppJson(body): AppJson<Discard>,
 ) -> Result<AppJson<serde_json::Value>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let reason = bounded_text("reason", &body.reason, 500)?;
     let count = state
         .store

@@ -33,7 +33,7 @@ async fn search(
     caller: Caller,
     AppQuery(p): AppQuery<SearchParams>,
 ) -> Result<AppJson<Vec<AuditEntry>>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let from = p
         .from
         .as_deref()

@@ -33,7 +33,7 @@ async fn register(
     caller: Caller,
     AppJson(body): AppJson<RegisterDevice>,
 ) -> Result<(StatusCode, AppJson<Device>), ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     check_id("id", &body.id)?;
     let kind = DeviceKind::parse(&body.kind).ok_or_else(|| {
         let kinds: Vec<_> = DeviceKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -53,7 +53,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<AppJson<Vec<Device>>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let devices = state.store.devices().await?;
     state
         .audit(
@@ -71,7 +71,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<AppJson<Device>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let device = state
         .store
         .device(&id)
@@ -103,7 +103,7 @@ async fn bind(
     Path(id): Path<String>,
     AppJson(body): AppJson<Bind>,
 ) -> Result<AppJson<Binding>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let from = body
         .from
         .as_deref()
@@ -124,7 +124,7 @@ async fn unbind(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     if !state.store.unbind_device(&id, state.clock.now()).await? {
         return Err(ApiError::NotFound("open binding of this device"));
     }
@@ -145,7 +145,7 @@ async fn quarantine(
     caller: Caller,
     AppQuery(q): AppQuery<Limit>,
 ) -> Result<AppJson<Vec<QuarantineEntry>>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let rows = state
         .store
         .quarantine(q.limit.unwrap_or(100).clamp(1, 10_000))

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::access::PatientAccess;
+use crate::access::{PatientAccess, Role};
 use crate::engine::clock::Clock;
 use crate::engine::task::EngineMsg;
 use crate::live::Live;
@@ -82,6 +82,28 @@ impl AppState {
             })
             .await?;
         Ok(())
+    }
+
+    /// Refuses callers without one of `roles`, and writes the refusal to
+    /// the audit log.
+    pub async fn require(&self, caller: &Caller, roles: &[Role]) -> Result<(), error::ApiError> {
+        match caller.require(roles) {
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(self.refusal(caller, refusal).await),
+        }
+    }
+
+    /// Writes a refusal (403) to the audit log, as `access.forbidden` with
+    /// its reason, and gives it back to be returned. Every attempt at
+    /// something one may not do is logged, not only those at a patient.
+    pub async fn refusal(&self, caller: &Caller, refusal: error::ApiError) -> error::ApiError {
+        match self
+            .audit(caller, "access.forbidden", None, Some(refusal.to_string()))
+            .await
+        {
+            Ok(()) => refusal,
+            Err(e) => e,
+        }
     }
 
     /// One audit entry per patient, for views that show many at once.

@@ -79,7 +79,7 @@ async fn create(
     caller: Caller,
     AppJson(body): AppJson<CreatePatient>,
 ) -> Result<(StatusCode, AppJson<PatientView>), ApiError> {
-    caller.require(&[Role::Admin])?;
+    state.require(&caller, &[Role::Admin]).await?;
     let id = body
         .id
         .unwrap_or_else(|| format!("p-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));

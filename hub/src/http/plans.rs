@@ -65,7 +65,9 @@ async fn change(
     Path(id): Path<String>,
     AppJson(body): AppJson<Change>,
 ) -> Result<AppJson<Plan>, ApiError> {
-    caller.require(&[Role::Physician, Role::Admin])?;
+    state
+        .require(&caller, &[Role::Physician, Role::Admin])
+        .await?;
     state.patient_access(&caller, &id).await?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::BadRequest(

@@ -108,9 +108,9 @@ async fn upgrade(
     let ws = ws.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let Query(options) = options.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if caller.staff.is_some() && !same_origin(&headers) {
-        return Err(ApiError::Forbidden(
-            "the websocket must be opened from this server's own pages".into(),
-        ));
+        let refusal =
+            ApiError::Forbidden("the websocket must be opened from this server's own pages".into());
+        return Err(state.refusal(&caller, refusal).await);
     }
     state.audit(&caller, "alerts.stream", None, None).await?;
     Ok(ws
