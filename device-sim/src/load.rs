@@ -44,9 +44,9 @@
 //! - **publish → stored** is sampled: one oximeter message in
 //!   `probe_every` is a probe, and a prober asks the database every
 //!   [`PROBE_INTERVAL`] which of the oldest outstanding probes are there
-//!   (one indexed query for up to 256 of them). A probe's latency ends at the poll that
-//!   found it, so it overstates the truth by up to the poll interval plus
-//!   the query time. Sampling keeps the prober's own load on the database
+//!   (one indexed query for up to 256 of them). A probe's latency ends at
+//!   the poll that found it, so it overstates the truth by up to the poll
+//!   interval plus the query time. Sampling keeps the prober's own load on the database
 //!   small; polling every row would measure the prober.
 
 use std::collections::{HashMap, VecDeque};
@@ -393,6 +393,17 @@ struct LoadDevice {
     last_ms: i64,
 }
 
+impl LoadDevice {
+    /// Its last message, as the database keys it.
+    fn last_record(&self) -> Record {
+        Record {
+            device: self.id.clone(),
+            t_ms: self.last_ms,
+            fall: self.fall_sensor,
+        }
+    }
+}
+
 /// The falls sent per patient and what the websocket has shown of them.
 struct Falls {
     by_patient: HashMap<String, PatientFalls>,
@@ -625,18 +636,18 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     // Each device's last message, and the last one of all (none if
     // publishing broke off: the last attempt may not have gone out).
-    let lasts: Vec<Record> = devices
-        .iter()
-        .filter(|d| d.last_ms > 0 && publish_error.is_none())
-        .map(|d| Record {
-            device: d.id.clone(),
-            t_ms: d.last_ms,
-            fall: d.fall_sensor,
-        })
-        .collect();
-    let last_published = last_device
-        .and_then(|i| lasts.iter().find(|r| r.device == devices[i].id))
-        .cloned();
+    let (lasts, last_published): (Vec<Record>, Option<Record>) = if publish_error.is_none() {
+        (
+            devices
+                .iter()
+                .filter(|d| d.last_ms > 0)
+                .map(LoadDevice::last_record)
+                .collect(),
+            last_device.map(|i| devices[i].last_record()),
+        )
+    } else {
+        (Vec::new(), None)
+    };
     let drained_at = wait_until_stored(
         &db,
         &device_ids,
@@ -737,15 +748,9 @@ async fn wait_until_stored(
         if !waiting.is_empty() {
             match db.stored(&waiting).await {
                 Ok(stored) => {
-                    found += stored.len() as u64;
-                    let mut is_stored = vec![false; waiting.len()];
-                    for i in stored {
-                        if let Some(s) = is_stored.get_mut(i) {
-                            *s = true;
-                        }
-                    }
-                    let mut is_stored = is_stored.into_iter();
-                    waiting.retain(|_| !is_stored.next().unwrap_or(false));
+                    found += stored.iter().filter(|s| **s).count() as u64;
+                    let mut stored = stored.into_iter();
+                    waiting.retain(|_| !stored.next().unwrap_or(false));
                 }
                 Err(e) => warn!(error = %e, "looking for the last records failed"),
             }
@@ -1090,20 +1095,15 @@ async fn probe(db: Db, mut rx: mpsc::UnboundedReceiver<Probe>) -> (Histogram<u64
         match db.stored(&window).await {
             Ok(found) => {
                 let now = Instant::now();
-                if !found.is_empty() {
+                let n_found = found.iter().filter(|f| **f).count();
+                if n_found > 0 {
                     last_found = now;
                 }
-                found_most = take == PROBE_WINDOW && found.len() * 2 >= take;
-                let mut is_found = vec![false; take];
-                for i in found {
-                    if let Some(f) = is_found.get_mut(i) {
-                        *f = true;
-                    }
-                }
-                let mut i = 0;
+                found_most = take == PROBE_WINDOW && n_found * 2 >= take;
+                // The window is the front of `pending`; the rest stays.
+                let mut found = found.into_iter();
                 pending.retain(|p| {
-                    let found = is_found.get(i).copied().unwrap_or(false);
-                    i += 1;
+                    let found = found.next().unwrap_or(false);
                     if found {
                         let us = now.duration_since(p.at).as_micros();
                         let _ = hist.record(u64::try_from(us).unwrap_or(u64::MAX));
@@ -1207,11 +1207,11 @@ impl Db {
         Ok(n.max(0) as u64)
     }
 
-    /// Which of `records` (by index) are stored: one index probe each
+    /// Whether each of `records` is stored: one index probe each
     /// (LATERAL … LIMIT 1 on the unique keys; a semi-join may hash the
     /// whole table, and the waiting would then cost the database more than
     /// what it measures).
-    async fn stored(&self, records: &[Record]) -> Result<Vec<usize>, sqlx::Error> {
+    async fn stored(&self, records: &[Record]) -> Result<Vec<bool>, sqlx::Error> {
         let rows: Vec<(i64,)> = match self {
             Db::Postgres(pool) => {
                 let ids: Vec<&str> = records.iter().map(|r| r.device.as_str()).collect();
@@ -1260,10 +1260,13 @@ impl Db {
                 .await?
             }
         };
-        Ok(rows
-            .into_iter()
-            .filter_map(|(i,)| usize::try_from(i).ok())
-            .collect())
+        let mut stored = vec![false; records.len()];
+        for (i,) in rows {
+            if let Some(s) = usize::try_from(i).ok().and_then(|i| stored.get_mut(i)) {
+                *s = true;
+            }
+        }
+        Ok(stored)
     }
 }
 

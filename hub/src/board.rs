@@ -162,16 +162,9 @@ pub fn row(input: RowInput<'_>, now: UnixMillis) -> Row {
             )
         }),
         last_reading_at: last_reading_at.map(DbTime),
-        news2: news2::score(input.observations, news2_scale(input.plan), now),
+        news2: news2::score(input.observations, news2::scale_of_plan(input.plan), now),
         waiting_since,
     }
-}
-
-/// The NEWS2 SpO2 scale a patient's plan calls for.
-pub fn news2_scale(plan: Option<&Plan>) -> news2::Spo2Scale {
-    plan.map_or(news2::Spo2Scale::Scale1, |p| {
-        news2::scale_for(p.thresholds.spo2_low_pct)
-    })
 }
 
 fn level(

@@ -43,6 +43,18 @@ impl Default for Live {
     }
 }
 
+impl Frame {
+    /// A frame about one patient, for every client that sees her.
+    fn about(patient_id: &str, waveform: bool, json: serde_json::Value) -> Arc<Frame> {
+        Arc::new(Frame {
+            patient_id: Some(patient_id.to_owned()),
+            rule: None,
+            waveform,
+            json: json.to_string(),
+        })
+    }
+}
+
 impl Live {
     pub fn alert(&self, alert: &Alert) {
         // No receivers is fine: nobody is watching.
@@ -55,18 +67,16 @@ impl Live {
     }
 
     pub fn ctg_session(&self, patient_id: &str, device_id: &str, summary: &serde_json::Value) {
-        let _ = self.changes.send(Arc::new(Frame {
-            patient_id: Some(patient_id.to_owned()),
-            rule: None,
-            waveform: false,
-            json: json!({
+        let _ = self.changes.send(Frame::about(
+            patient_id,
+            false,
+            json!({
                 "type": "ctg_session",
                 "patient_id": patient_id,
                 "device_id": device_id,
                 "summary": summary,
-            })
-            .to_string(),
-        }));
+            }),
+        ));
     }
 
     /// New readings of a patient (only the new ones of a message). Built
@@ -92,18 +102,16 @@ impl Live {
                 })
             })
             .collect();
-        let _ = self.readings.send(Arc::new(Frame {
-            patient_id: Some(patient_id.to_owned()),
-            rule: None,
+        let _ = self.readings.send(Frame::about(
+            patient_id,
             waveform,
-            json: json!({
+            json!({
                 "type": "obs",
                 "patient_id": patient_id,
                 "device_id": device_id,
                 "records": records,
-            })
-            .to_string(),
-        }));
+            }),
+        ));
     }
 
     /// The figures of a running CTG session (baseline, STV so far, …), for
@@ -113,17 +121,15 @@ impl Live {
         if self.readings.receiver_count() == 0 {
             return;
         }
-        let _ = self.readings.send(Arc::new(Frame {
-            patient_id: Some(patient_id.to_owned()),
-            rule: None,
-            waveform: true,
-            json: json!({
+        let _ = self.readings.send(Frame::about(
+            patient_id,
+            true,
+            json!({
                 "type": "ctg_status",
                 "patient_id": patient_id,
                 "device_id": device_id,
                 "status": status,
-            })
-            .to_string(),
-        }));
+            }),
+        ));
     }
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::Metric;
 
+use crate::plans::Plan;
 use crate::store::{DbTime, PatientObservation};
 
 /// How old a reading may be and still count.
@@ -90,6 +91,11 @@ pub fn scale_for(spo2_low_pct: f64) -> Spo2Scale {
     } else {
         Spo2Scale::Scale1
     }
+}
+
+/// The scale a patient's plan calls for (Scale 1 without a plan).
+pub fn scale_of_plan(plan: Option<&Plan>) -> Spo2Scale {
+    plan.map_or(Spo2Scale::Scale1, |p| scale_for(p.thresholds.spo2_low_pct))
 }
 
 /// NEWS2 from `observations` (any order), using the latest reading of each

@@ -10,7 +10,6 @@ use super::auth::Caller;
 use super::error::{ApiError, AppJson, AppQuery};
 use super::{AppState, check_id, parse_time};
 use crate::access::Role;
-use crate::board;
 use crate::engine::task::EngineMsg;
 use crate::news2::{self, News2};
 use crate::store::{
@@ -185,7 +184,7 @@ async fn show(
         .audit(&caller, "patient.view", Some(&id), None)
         .await?;
     let mut view = PatientView::from(patient);
-    view.news2 = news2::score(&vitals, board::news2_scale(plan.as_ref()), now);
+    view.news2 = news2::score(&vitals, news2::scale_of_plan(plan.as_ref()), now);
     Ok(AppJson(view))
 }
 

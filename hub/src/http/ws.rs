@@ -16,6 +16,7 @@
 //! is sent no `obs` frames.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -28,7 +29,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::AppState;
 use super::auth::Caller;
@@ -117,6 +118,16 @@ async fn upgrade(
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| Session::new(state, caller).run(socket, options.readings)))
+}
+
+/// The next live reading, or never for a client that asked for none.
+async fn next_reading(
+    readings: &mut Option<broadcast::Receiver<Arc<Frame>>>,
+) -> Result<Arc<Frame>, RecvError> {
+    match readings {
+        Some(readings) => readings.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One connected client.
@@ -212,7 +223,7 @@ impl Session {
                     },
                     Err(RecvError::Closed) => break,
                 },
-                reading = async { readings.as_mut().expect("guarded").recv().await }, if readings.is_some() => match reading {
+                reading = next_reading(&mut readings) => match reading {
                     Ok(frame) if self.sees(&frame) => Some(text(frame.json.clone())),
                     Ok(_) | Err(RecvError::Lagged(_)) => None,
                     Err(RecvError::Closed) => break,

@@ -29,6 +29,19 @@ pub(super) async fn registry(pool: &PgPool, device_ids: &[&str]) -> Result<Vec<R
     .await?)
 }
 
+/// The insert of observation rows from seven arrays, then `$tail` (e.g.
+/// `ON CONFLICT …`): a literal, for `sqlx::query` and `sqlx::query_as`.
+macro_rules! insert_observations_sql {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                                  $5::float8[], $6::text[], $7::timestamptz[])",
+            $tail
+        )
+    };
+}
+
 /// Binds observation rows as the seven arrays of an `UNNEST` (column by
 /// column, in the table's order), to an `INSERT` or an `INSERT … RETURNING`.
 macro_rules! bind_observations {
@@ -73,13 +86,9 @@ pub(super) async fn ingest(
     } else if !flat.observations.is_empty() {
         let rows = &flat.observations;
         let inserted: Vec<(String, String, DbTime)> = bind_observations!(
-            sqlx::query_as(
-                "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
-                 SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
-                                      $5::float8[], $6::text[], $7::timestamptz[])
-                 ON CONFLICT DO NOTHING
-                 RETURNING device_id, metric, time",
-            ),
+            sqlx::query_as(insert_observations_sql!(
+                " ON CONFLICT DO NOTHING RETURNING device_id, metric, time"
+            )),
             rows
         )
         .fetch_all(&mut *tx)
@@ -183,16 +192,9 @@ pub(super) async fn ingest(
 
 /// All of `rows`, none of which may be stored already (the fast path).
 async fn insert_observations(tx: &mut sqlx::PgConnection, rows: &[ObsRow<'_>]) -> sqlx::Result<()> {
-    bind_observations!(
-        sqlx::query(
-            "INSERT INTO observations (time, patient_id, device_id, metric, value, unit, received_at)
-             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[],
-                                  $5::float8[], $6::text[], $7::timestamptz[])",
-        ),
-        rows
-    )
-    .execute(tx)
-    .await?;
+    bind_observations!(sqlx::query(insert_observations_sql!("")), rows)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 

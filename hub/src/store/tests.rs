@@ -112,8 +112,9 @@ async fn migrations_are_idempotent_and_pick_the_right_layout() {
     }
 }
 
-/// A batch of new records takes the fast path (`COPY` on PostgreSQL,
-/// multi-row inserts on SQLite): every value and time comes back exactly.
+/// A batch of new records takes the fast path (a plain `INSERT` of arrays
+/// on PostgreSQL, multi-row inserts on SQLite): every value and time comes
+/// back exactly.
 #[tokio::test]
 async fn new_records_come_back_exactly() {
     for t in TestStore::both().await {

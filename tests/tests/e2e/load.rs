@@ -12,8 +12,8 @@
 //! has no limit): a stock one queues at most 1 000 messages for a
 //! subscriber that is behind (`max_queued_messages`) and then drops them,
 //! so a rate above what the hub commits would turn into loss that is the
-//! broker's, not vaka's. This process's open-file
-//! limit is raised first (a socket per device, and the broker inherits it).
+//! broker's, not vaka's. This process's open-file limit is raised first (a
+//! socket per device, and the broker inherits it).
 
 use std::time::Duration;
 
