@@ -246,6 +246,15 @@ impl Content {
         }
     }
 
+    /// The latest record time.
+    pub fn last_time(&self) -> Option<UnixMillis> {
+        match self {
+            Content::Observations(v) => v.iter().map(|o| o.time).max(),
+            Content::Events(v) => v.iter().map(|e| e.time).max(),
+            Content::Status(v) => v.iter().map(|s| s.time).max(),
+        }
+    }
+
     /// Whether the message holds a fall or help-button event.
     pub fn has_alarm(&self) -> bool {
         matches!(self, Content::Events(v) if v.iter().any(|e| e.kind.is_alarm()))

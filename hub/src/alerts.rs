@@ -45,6 +45,9 @@ pub struct Alert {
     pub alert_id: Option<i64>,
     pub patient_id: Option<String>,
     pub device_id: Option<String>,
+    /// For `missing_measurement`: the scheduled measurement that is absent
+    /// (one alert per measurement).
+    pub measurement: Option<String>,
     pub rule: RuleId,
     pub category: Category,
     pub severity: Severity,
@@ -222,6 +225,48 @@ pub struct AlertBook {
     by_id: HashMap<i64, String>,
 }
 
+/// What tells alerts apart: at most one is active per key.
+#[derive(Debug, Clone, Copy)]
+struct Key<'a> {
+    patient_id: Option<&'a str>,
+    rule: RuleId,
+    /// Only for per-device (technical) rules.
+    device_id: Option<&'a str>,
+    /// Only for `missing_measurement`.
+    measurement: Option<&'a str>,
+}
+
+impl<'a> Key<'a> {
+    fn new(
+        patient_id: Option<&'a str>,
+        rule: RuleId,
+        device_id: Option<&'a str>,
+        measurement: Option<&'a str>,
+    ) -> Key<'a> {
+        Key {
+            patient_id,
+            rule,
+            device_id: device_id.filter(|_| rule.per_device()),
+            measurement: measurement.filter(|_| rule == RuleId::MissingMeasurement),
+        }
+    }
+
+    fn of(a: &'a Alert) -> Key<'a> {
+        Key::new(
+            a.patient_id.as_deref(),
+            a.rule,
+            a.device_id.as_deref(),
+            a.measurement.as_deref(),
+        )
+    }
+
+    fn is(&self, a: &Alert) -> bool {
+        a.rule == self.rule
+            && a.device_id.as_deref() == self.device_id
+            && a.measurement.as_deref() == self.measurement
+    }
+}
+
 fn patient_key(patient_id: Option<&str>) -> &str {
     patient_id.unwrap_or("")
 }
@@ -245,47 +290,45 @@ impl AlertBook {
             self.by_id.insert(id, key.clone());
         }
         let alerts = self.by_patient.entry(key).or_default();
-        match alerts
-            .iter_mut()
-            .find(|a| a.rule == alert.rule && a.device_id == alert.device_id)
-        {
+        match alerts.iter_mut().find(|a| {
+            a.rule == alert.rule
+                && a.device_id == alert.device_id
+                && a.measurement == alert.measurement
+        }) {
             Some(slot) => *slot = alert,
             None => alerts.push(alert),
         }
     }
 
-    fn latest(
-        &self,
-        patient_id: Option<&str>,
-        rule: RuleId,
-        device_id: Option<&str>,
-    ) -> Option<&Alert> {
+    fn latest(&self, key: Key<'_>) -> Option<&Alert> {
         self.by_patient
-            .get(patient_key(patient_id))?
+            .get(patient_key(key.patient_id))?
             .iter()
-            .find(|a| a.rule == rule && a.device_id.as_deref() == device_id)
+            .find(|a| key.is(a))
     }
 
-    fn latest_mut(
-        &mut self,
-        patient_id: Option<&str>,
-        rule: RuleId,
-        device_id: Option<&str>,
-    ) -> Option<&mut Alert> {
+    fn latest_mut(&mut self, key: Key<'_>) -> Option<&mut Alert> {
         self.by_patient
-            .get_mut(patient_key(patient_id))?
+            .get_mut(patient_key(key.patient_id))?
             .iter_mut()
-            .find(|a| a.rule == rule && a.device_id.as_deref() == device_id)
+            .find(|a| key.is(a))
     }
 
+    /// Whether the patient has an active alert of `rule` (for `device`),
+    /// whatever its measurement.
     pub fn is_active(
         &self,
         patient_id: Option<&str>,
         rule: RuleId,
         device_id: Option<&str>,
     ) -> bool {
-        self.latest(patient_id, rule, device_id)
-            .is_some_and(|a| a.state.is_active())
+        self.by_patient
+            .get(patient_key(patient_id))
+            .is_some_and(|alerts| {
+                alerts.iter().any(|a| {
+                    a.rule == rule && a.device_id.as_deref() == device_id && a.state.is_active()
+                })
+            })
     }
 
     /// Every active alert.
@@ -296,14 +339,15 @@ impl AlertBook {
             .filter(|a| a.state.is_active())
     }
 
+    /// The latest alert of each key of one patient, active or not.
+    pub fn patient_alerts(&self, patient_id: &str) -> impl Iterator<Item = &Alert> {
+        self.by_patient.get(patient_id).into_iter().flatten()
+    }
+
     /// Records the id the store gave a newly opened alert.
     pub fn set_id(&mut self, alert: &Alert, id: i64) {
-        let (p, r, d) = (
-            alert.patient_id.clone(),
-            alert.rule,
-            alert.device_id.clone(),
-        );
-        if let Some(a) = self.latest_mut(p.as_deref(), r, d.as_deref()) {
+        let p = alert.patient_id.clone();
+        if let Some(a) = self.latest_mut(Key::of(alert)) {
             a.alert_id = Some(id);
             self.by_id.insert(id, patient_key(p.as_deref()).to_owned());
         }
@@ -317,33 +361,50 @@ impl AlertBook {
             Decision::Withdraw {
                 rule,
                 patient_id,
+                measurement,
                 trigger,
                 reason,
-            } => self.withdraw(patient_id, *rule, *trigger, reason, now),
+            } => {
+                let key = Key::new(Some(patient_id), *rule, None, measurement.as_deref());
+                self.withdraw(key, *trigger, reason, now)
+            }
             Decision::Clear {
                 rule,
                 patient_id,
                 device_id,
+                measurement,
                 reason,
                 at,
-            } => self.clear(patient_id, *rule, device_id.as_deref(), reason, *at, now),
+            } => {
+                let key = Key::new(
+                    Some(patient_id),
+                    *rule,
+                    device_id.as_deref(),
+                    measurement.as_deref(),
+                );
+                self.clear(key, reason, *at, now)
+            }
             Decision::Command { .. } | Decision::CtgSession { .. } => None,
         }
     }
 
     fn raise(&mut self, f: &Finding, now: UnixMillis) -> Option<Change> {
-        let device = f.device_id.as_deref().filter(|_| f.rule.per_device());
-        let latest = self.latest(f.patient_id.as_deref(), f.rule, device);
+        let key = Key::new(
+            f.patient_id.as_deref(),
+            f.rule,
+            f.device_id.as_deref(),
+            f.measurement.as_deref(),
+        );
+        let device = key.device_id;
+        let latest = self.latest(key);
         if latest.is_some_and(|a| f.last_reading_at <= a.last_reading_at) {
             // Filed already. The one thing older data may still do is
             // confirm an active unconfirmed alert (a repeat that arrived
             // after the alert was raised); confirming is monotone, so this
             // stays idempotent.
-            let a = self
-                .latest_mut(f.patient_id.as_deref(), f.rule, device)
-                .filter(|a| {
-                    a.state.is_active() && a.confirmed == Some(false) && f.confirmed == Some(true)
-                })?;
+            let a = self.latest_mut(key).filter(|a| {
+                a.state.is_active() && a.confirmed == Some(false) && f.confirmed == Some(true)
+            })?;
             a.confirmed = Some(true);
             a.explanation = f.explanation.clone();
             for e in &f.evidence {
@@ -365,10 +426,7 @@ impl AlertBook {
                 },
             });
         }
-        if let Some(a) = self
-            .latest_mut(f.patient_id.as_deref(), f.rule, device)
-            .filter(|a| a.state.is_active())
-        {
+        if let Some(a) = self.latest_mut(key).filter(|a| a.state.is_active()) {
             a.count += 1;
             a.last_reading_at = f.last_reading_at;
             a.explanation = f.explanation.clone();
@@ -404,6 +462,7 @@ impl AlertBook {
             alert_id: None,
             patient_id: f.patient_id.clone(),
             device_id: device.map(str::to_owned),
+            measurement: key.measurement.map(str::to_owned),
             rule: f.rule,
             category: f.rule.category(),
             severity: f.rule.severity(),
@@ -448,14 +507,13 @@ impl AlertBook {
 
     fn withdraw(
         &mut self,
-        patient_id: &str,
-        rule: RuleId,
+        key: Key<'_>,
         trigger: UnixMillis,
         reason: &str,
         now: UnixMillis,
     ) -> Option<Change> {
         let a = self
-            .latest_mut(Some(patient_id), rule, None)
+            .latest_mut(key)
             .filter(|a| a.state.is_active())
             // Only an alert that this one reading raised alone: one that
             // later readings updated stands on those too.
@@ -478,16 +536,13 @@ impl AlertBook {
     /// The condition of a self-clearing alert is gone: the system resolves it.
     fn clear(
         &mut self,
-        patient_id: &str,
-        rule: RuleId,
-        device_id: Option<&str>,
+        key: Key<'_>,
         reason: &str,
         at: UnixMillis,
         now: UnixMillis,
     ) -> Option<Change> {
-        let device = device_id.filter(|_| rule.per_device());
         let a = self
-            .latest_mut(Some(patient_id), rule, device)
+            .latest_mut(key)
             .filter(|a| a.state.is_active())
             .filter(|a| a.last_reading_at <= at)?;
         let from = a.state;
@@ -725,6 +780,7 @@ mod tests {
             rule,
             patient_id: Some("p1".into()),
             device_id: None,
+            measurement: None,
             confirmed: None,
             plan_version: 0,
             explanation: format!("at {t}"),
@@ -812,6 +868,7 @@ mod tests {
         let w = |t| Decision::Withdraw {
             rule: RuleId::Fall,
             patient_id: "p1".into(),
+            measurement: None,
             trigger: UnixMillis(t),
             reason: "cancelled".into(),
         };
@@ -963,6 +1020,7 @@ mod tests {
             rule: RuleId::LowBattery,
             patient_id: "p1".into(),
             device_id: Some(device.into()),
+            measurement: None,
             at: UnixMillis(10),
             reason: "laddat".into(),
         };

@@ -77,6 +77,10 @@ pub struct Thresholds {
     /// … and alert this long after it (on a virtual ward / otherwise).
     pub missing_alert_virtual_ward_h: u32,
     pub missing_alert_h: u32,
+    /// The patient's daytime, in local hours `[from, until)`: reminders
+    /// are sent only then (never at night, never for a day that has passed).
+    pub remind_from_h: u32,
+    pub remind_until_h: u32,
 }
 
 impl Default for Thresholds {
@@ -119,6 +123,8 @@ impl Default for Thresholds {
             remind_after_h: 2,
             missing_alert_virtual_ward_h: 24,
             missing_alert_h: 48,
+            remind_from_h: 8,
+            remind_until_h: 21,
         }
     }
 }
@@ -364,6 +370,11 @@ impl Plan {
         if t.remind_after_h >= t.missing_alert_virtual_ward_h.min(t.missing_alert_h) {
             return Err(PlanError(
                 "remind_after_h must come before the missing-measurement alert".into(),
+            ));
+        }
+        if t.remind_from_h >= t.remind_until_h || t.remind_until_h > 24 {
+            return Err(PlanError(
+                "remind_from_h must come before remind_until_h, within 0–24".into(),
             ));
         }
         if let Some(dry) = self.dry_weight_kg

@@ -27,6 +27,7 @@ fn alert(rule: RuleId, state: AlertState, waiting_since: UnixMillis) -> Alert {
         alert_id: Some(1),
         patient_id: Some("p".into()),
         device_id: None,
+        measurement: None,
         rule,
         category: rule.category(),
         severity: rule.severity(),

@@ -216,6 +216,14 @@ impl Engine {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let state = &mut self.patients[p as usize];
+        if content
+            .last_time()
+            .is_some_and(|t| arrived.millis_since(t) > patient::LATE_MS)
+        {
+            state.backlog_until = state
+                .backlog_until
+                .max(arrived.plus_millis(patient::BACKLOG_SETTLE_MS));
+        }
         absorb::absorb(state, device, content, &mut scratch);
         if let Some((ctg_device, summary)) = absorb::ctg(state, device, content) {
             out.push(Decision::CtgSession {

@@ -254,13 +254,25 @@ pub struct Schedule {
     pub metric: vaka_gateway::model::Metric,
     /// Local time it is due by, in minutes after midnight.
     pub by_min: u32,
+    /// Data time of the latest reading.
     pub last: Option<UnixMillis>,
     /// The device that last sent it (reminders go there).
     pub device: Option<DeviceRef>,
-    /// The due time a reminder / an alert was already sent for.
+    /// The due time a reminder was already sent (or given up) for.
     pub reminded: Option<UnixMillis>,
-    pub alerted: Option<UnixMillis>,
+    /// The absence alerted on: its due time, and the time its alert names
+    /// as the last reading (or the start of watching).
+    pub alerted: Option<(UnixMillis, UnixMillis)>,
 }
+
+/// Data older than this on arrival is late: a device uploading what it
+/// kept while offline, a broker backlog.
+pub const LATE_MS: i64 = 5 * UnixMillis::MINUTE;
+
+/// After late data, absences wait this long (hub clock) for the rest of
+/// the upload before they are judged: the readings that fill them may be
+/// in the next messages.
+pub const BACKLOG_SETTLE_MS: i64 = 2 * UnixMillis::MINUTE;
 
 /// A CTG session in progress.
 pub struct CtgState {
@@ -317,6 +329,12 @@ pub struct PatientState {
     pub doses: Vec<Dose>,
     pub devices: Vec<DeviceState>,
     pub schedule: Vec<Schedule>,
+    /// Absences alerted on for measurements a new plan no longer schedules
+    /// (their alerts are cleared by the rule).
+    pub unscheduled: Vec<Schedule>,
+    /// Until when (hub clock) the patient's devices are uploading late
+    /// data: see [`BACKLOG_SETTLE_MS`].
+    pub backlog_until: UnixMillis,
     pub ctg: Option<Box<CtgState>>,
 }
 
@@ -337,6 +355,8 @@ impl PatientState {
             doses: Vec::new(),
             devices: Vec::new(),
             schedule: Vec::new(),
+            unscheduled: Vec::new(),
+            backlog_until: UnixMillis(i64::MIN),
             ctg: None,
         };
         state.set_plan(plan);
@@ -346,7 +366,7 @@ impl PatientState {
     /// A new plan: the schedule is rebuilt, keeping what is known of the
     /// measurements it still names.
     pub fn set_plan(&mut self, plan: Arc<Plan>) {
-        let old = std::mem::take(&mut self.schedule);
+        let mut old = std::mem::take(&mut self.schedule);
         self.schedule = plan
             .schedule
             .iter()
@@ -364,6 +384,8 @@ impl PatientState {
                 })
             })
             .collect();
+        old.retain(|o| o.alerted.is_some() && !self.schedule.iter().any(|s| s.metric == o.metric));
+        self.unscheduled.extend(old);
         self.rules = plan
             .rules
             .iter()

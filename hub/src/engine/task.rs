@@ -616,6 +616,7 @@ fn unbound_alarm(device_id: &str, e: &Event) -> Finding {
         rule: RuleId::UnboundDeviceAlarm,
         patient_id: None,
         device_id: Some(device_id.to_owned()),
+        measurement: None,
         confirmed: None,
         plan_version: 0,
         explanation: format!(

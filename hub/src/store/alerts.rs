@@ -16,6 +16,7 @@ pub struct AlertRow {
     pub alert_id: i64,
     pub patient_id: Option<String>,
     pub device_id: Option<String>,
+    pub measurement: Option<String>,
     pub rule: String,
     pub category: String,
     pub severity: String,
@@ -64,6 +65,7 @@ impl TryFrom<AlertRow> for Alert {
                 .map_err(|e| StoreError::Corrupt(format!("alert {}: readings: {e}", r.alert_id)))?,
             patient_id: r.patient_id,
             device_id: r.device_id,
+            measurement: r.measurement,
             confirmed: r.confirmed,
             plan_version: r.plan_version,
             explanation: r.explanation,
@@ -103,7 +105,7 @@ pub struct AlertHistoryRow {
 }
 
 const ALERT_COLUMNS: &str =
-    "alert_id, patient_id, device_id, rule, category, severity, state, confirmed,
+    "alert_id, patient_id, device_id, measurement, rule, category, severity, state, confirmed,
     plan_version, explanation, threshold, readings, count, first_reading_at, last_reading_at,
     opened_at, updated_at, acknowledged_at, acknowledged_by, snoozed_until, resolved_at,
     resolved_by, outcome, note, escalation_level, escalated_at, attention_since, snooze_reason,
@@ -145,13 +147,19 @@ impl Store {
             );
         }
         let mut ids = Vec::with_capacity(changes.len());
-        let mut opened: HashMap<(Option<&str>, RuleId, Option<&str>), i64> = HashMap::new();
+        type Key<'a> = (Option<&'a str>, RuleId, Option<&'a str>, Option<&'a str>);
+        let mut opened: HashMap<Key<'_>, i64> = HashMap::new();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for (change, readings) in changes.iter().zip(&readings) {
             let a = &change.alert;
             let t = &change.transition;
-            let key = (a.patient_id.as_deref(), a.rule, a.device_id.as_deref());
+            let key = (
+                a.patient_id.as_deref(),
+                a.rule,
+                a.device_id.as_deref(),
+                a.measurement.as_deref(),
+            );
             let known = a.alert_id.or_else(|| {
                 (t.action != "opened").then(|| opened.get(&key).copied()).flatten()
             });
@@ -160,8 +168,8 @@ impl Store {
                     let (id,): (i64,) = sqlx::query_as(
                         "INSERT INTO alerts (patient_id, device_id, rule, category, severity, state, confirmed,
                              plan_version, explanation, threshold, readings, count, first_reading_at,
-                             last_reading_at, opened_at, updated_at, version, attention_since)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                             last_reading_at, opened_at, updated_at, version, attention_since, measurement)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
                          RETURNING alert_id",
                     )
                     .bind(&a.patient_id)
@@ -182,6 +190,7 @@ impl Store {
                     .bind(DbTime(a.updated_at))
                     .bind(a.version)
                     .bind(DbTime(a.attention_since))
+                    .bind(&a.measurement)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| StoreError::conflict_on_unique(e, "active alert of this patient and rule"))?;
@@ -246,13 +255,14 @@ impl Store {
         Ok(ids)
     }
 
-    /// The latest alert of every patient + rule + device: what the engine
+    /// The latest alert of every patient + rule + device + measurement: what the engine
     /// needs to recognise findings it has filed before.
     pub async fn latest_alerts(&self) -> Result<Vec<Alert>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ALERT_COLUMNS} FROM (
                  SELECT *, row_number() OVER (
-                     PARTITION BY coalesce(patient_id, ''), rule, coalesce(device_id, '')
+                     PARTITION BY coalesce(patient_id, ''), rule, coalesce(device_id, ''),
+                         coalesce(measurement, '')
                      ORDER BY last_reading_at DESC, alert_id DESC) AS rn
                  FROM alerts) latest
              WHERE rn = 1"

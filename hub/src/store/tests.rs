@@ -376,6 +376,7 @@ fn fall_at(t: i64) -> Decision {
         rule: RuleId::Fall,
         patient_id: Some("p1".into()),
         device_id: None,
+        measurement: None,
         confirmed: None,
         plan_version: 0,
         explanation: "Fall".into(),

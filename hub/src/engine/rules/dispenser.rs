@@ -74,6 +74,7 @@ impl Rule for MissedDose {
                         ctx.out.push(Decision::Withdraw {
                             rule: RuleId::MissedDose,
                             patient_id: ctx.patient_id.to_owned(),
+                            measurement: None,
                             trigger: d.due,
                             reason: format!(
                                 "Återkallat: dosen togs kl. {}, inom tiden.",

@@ -53,6 +53,7 @@ impl Rule for Fall {
                         ctx.out.push(Decision::Withdraw {
                             rule: RuleId::Fall,
                             patient_id: ctx.patient_id.to_owned(),
+                            measurement: None,
                             trigger,
                             reason: format!(
                                 "Återkallat: patienten avbröt fallarmet {} s efter fallet.",

@@ -1,32 +1,56 @@
 //! `missing_measurement` (missing data, medium): a scheduled daily reading
-//! (e.g. weight by 10:00) has not come. At the scheduled time + 2 h the
-//! patient's device gets a `remind` command; at + 24 h (virtual ward) or
-//! + 48 h the alert is raised. The next reading clears it.
+//! (e.g. weight by 10:00) has not come. Each scheduled measurement has its
+//! own absence and its own alert (the measurement is part of the alert's
+//! key), so a blood-pressure reading never silences a missing weight.
 //!
 //! "Due" is the scheduled time on the day after the last reading of that
 //! measurement (or, before any reading, the first scheduled time after the
-//! engine began watching the patient). Absences are found by the hub's
-//! clock passing a deadline computed from data time, so a reading that
-//! arrives late but was taken in time counts as taken.
+//! engine began watching the patient). At due + 2 h the patient's device
+//! gets a `remind` command, but only in her daytime (default 08–21 local)
+//! of the day it is due: never at night, never for a day that has passed.
+//! At due + 24 h (virtual ward) or + 48 h the alert is raised.
+//!
+//! Late data is live data. Absences are found by the hub's clock passing a
+//! deadline computed from data time; while a patient's devices upload late
+//! data (older than 5 min on arrival), absences wait until the upload has
+//! been quiet for [`BACKLOG_SETTLE_MS`](crate::engine::patient::BACKLOG_SETTLE_MS), since the readings that fill them
+//! may be in the next messages. A reading that arrives after its absence
+//! was alerted, but was taken before the alert's deadline, shows the alert
+//! was wrong: it is **withdrawn**. A reading taken after the deadline ends
+//! a real absence: the alert is **cleared**. Either way an active alert
+//! never stands beside a later reading of its kind.
+//!
+//! The alert's reading time (`first_reading_at` = `last_reading_at`) is the
+//! last reading it names: a reading newer than that resolves it, which also
+//! holds for an alert the store kept across a restart.
 
 use serde_json::json;
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::Metric;
 
-use super::{Context, Evidence, Input, Rule, RuleId, local_day_hhmm};
+use super::{Context, Decision, Evidence, Input, Rule, RuleId, local_day_hhmm};
 use crate::engine::patient::{PatientState, Schedule};
 
 pub struct MissingMeasurement;
 
-fn swedish(metric: Metric) -> &'static str {
+/// The measurement's name in a Swedish sentence, with its gender:
+/// "Ingen vikt", "Inget blodtryck".
+fn swedish(metric: Metric) -> (&'static str, &'static str) {
     match metric {
-        Metric::Weight => "vikt",
-        Metric::Sys | Metric::Dia | Metric::Map => "blodtryck",
-        Metric::Hr => "puls",
-        Metric::Spo2 => "syremättnad",
-        Metric::Temp => "temperatur",
-        Metric::Fhr | Metric::Toco | Metric::Sigq => "CTG",
+        Metric::Weight => ("ingen", "vikt"),
+        Metric::Sys | Metric::Dia | Metric::Map => ("inget", "blodtryck"),
+        Metric::Hr => ("ingen", "puls"),
+        Metric::Spo2 => ("ingen", "syremättnad"),
+        Metric::Temp => ("ingen", "temperatur"),
+        Metric::Fhr | Metric::Toco | Metric::Sigq => ("ingen", "CTG"),
     }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn hhmm(minutes: u32) -> String {
@@ -59,23 +83,124 @@ fn alert_after_ms(state: &PatientState) -> i64 {
     i64::from(hours) * UnixMillis::HOUR
 }
 
-fn remind_after_ms(state: &PatientState) -> i64 {
-    i64::from(state.plan.thresholds.remind_after_h) * UnixMillis::HOUR
+/// When the absence of the reading due at `due` is alerted: at its
+/// deadline, and not while late data is still arriving.
+fn alert_at(state: &PatientState, due: UnixMillis) -> UnixMillis {
+    due.plus_millis(alert_after_ms(state))
+        .max(state.backlog_until)
+}
+
+/// The patient's daytime on the day `due` falls on: `[from, until)`.
+fn daytime(state: &PatientState, due: UnixMillis) -> (UnixMillis, UnixMillis) {
+    let t = &state.plan.thresholds;
+    let day = state.local_day(due);
+    (
+        state.local_time(day, t.remind_from_h * 60),
+        state.local_time(day, t.remind_until_h * 60),
+    )
+}
+
+/// When to remind the patient of the reading due at `due`, if at all: two
+/// hours after it, within her daytime that day, after any upload of late
+/// data.
+fn remind_at(state: &PatientState, due: UnixMillis) -> Option<UnixMillis> {
+    let (from, until) = daytime(state, due);
+    let after = i64::from(state.plan.thresholds.remind_after_h) * UnixMillis::HOUR;
+    let at = due.plus_millis(after).max(from).max(state.backlog_until);
+    (at < until).then_some(at)
 }
 
 /// Asks to be woken at the next reminder or alert of every schedule item.
 fn schedule_wakes(state: &PatientState, ctx: &mut Context<'_>) {
     for s in &state.schedule {
         let due = due(state, s);
-        let at = if s.reminded != Some(due) {
-            due.plus_millis(remind_after_ms(state))
-        } else {
-            due.plus_millis(alert_after_ms(state))
-        };
-        if s.alerted != Some(due) {
-            ctx.wake_at.push((at, RuleId::MissingMeasurement));
+        if s.alerted.is_some_and(|(d, _)| d == due) {
+            continue;
         }
+        let remind = (s.reminded != Some(due))
+            .then(|| remind_at(state, due))
+            .flatten();
+        let at = remind.unwrap_or_else(|| alert_at(state, due));
+        ctx.wake_at.push((at, RuleId::MissingMeasurement));
     }
+}
+
+/// Ends the alert of an absence that `reading` fills: withdrawn when the
+/// reading was taken before the alert's deadline (it only arrived late),
+/// cleared otherwise. The clear also ends an alert this engine did not
+/// raise (kept by the store across a restart) if it names an older
+/// reading; after a withdrawal it finds nothing left to do.
+fn resolve(state: &PatientState, s: &Schedule, reading: UnixMillis, ctx: &mut Context<'_>) {
+    let (_, what) = swedish(s.metric);
+    let when = local_day_hhmm(reading, state.tz);
+    let measurement = Some(s.metric.as_str().to_owned());
+    if let Some((due, named)) = s.alerted
+        && reading < due.plus_millis(alert_after_ms(state))
+    {
+        ctx.out.push(Decision::Withdraw {
+            rule: RuleId::MissingMeasurement,
+            patient_id: ctx.patient_id.to_owned(),
+            measurement: measurement.clone(),
+            trigger: named,
+            reason: format!(
+                "Återkallat: mätningen ({what}) togs {when}, i tid, men kom fram sent."
+            ),
+        });
+    }
+    if s.alerted.is_some() || (ctx.active)(RuleId::MissingMeasurement, None) {
+        ctx.out.push(Decision::Clear {
+            rule: RuleId::MissingMeasurement,
+            patient_id: ctx.patient_id.to_owned(),
+            device_id: None,
+            measurement,
+            reason: format!("Mätningen ({what}) har kommit: {when}."),
+            at: reading,
+        });
+    }
+}
+
+/// Raises the absence of the reading of `s` due at `due`.
+fn raise(state: &PatientState, s: &Schedule, due: UnixMillis, ctx: &mut Context<'_>) {
+    let (none, what) = swedish(s.metric);
+    let hours = alert_after_ms(state) / UnixMillis::HOUR;
+    let since = match s.last {
+        Some(l) => format!("sedan {}", local_day_hhmm(l, state.tz)),
+        None => "ännu".into(),
+    };
+    let text = format!(
+        "{} {what} {since}: väntades senast {}, larm {hours} h efter utsatt tid.",
+        capitalised(none),
+        local_day_hhmm(due, state.tz)
+    );
+    let threshold = format!(
+        "{what} dagligen före {}, larm efter {hours} h",
+        hhmm(s.by_min)
+    );
+    let named = s.last.unwrap_or(state.since);
+    let ev = s
+        .last
+        .map(|l| Evidence {
+            time: l,
+            device_id: s
+                .device
+                .map(|d| ctx.device_name(d).to_owned())
+                .unwrap_or_default(),
+            name: s.metric.as_str().to_owned(),
+            value: None,
+            unit: None,
+        })
+        .into_iter()
+        .collect();
+    let mut f = ctx.finding(
+        RuleId::MissingMeasurement,
+        text,
+        threshold,
+        ev,
+        named,
+        named,
+    );
+    f.measurement = Some(s.metric.as_str().to_owned());
+    ctx.raise(f);
 }
 
 impl Rule for MissingMeasurement {
@@ -100,22 +225,19 @@ impl Rule for MissingMeasurement {
                 continue;
             }
             let before = due(state, &state.schedule[i]);
-            state.schedule[i].last = Some(newest);
-            state.schedule[i].device = Some(ctx.device);
-            // A second reading the same day moves no deadline.
-            changed |= due(state, &state.schedule[i]) != before;
             let s = &mut state.schedule[i];
-            if s.alerted.is_some() {
-                s.alerted = None;
-                ctx.clear(
-                    RuleId::MissingMeasurement,
-                    None,
-                    format!("Mätningen ({}) har kommit.", swedish(metric)),
-                    newest,
-                );
+            s.last = Some(newest);
+            s.device = Some(ctx.device);
+            // A second reading the same day moves no deadline.
+            if due(state, &state.schedule[i]) == before {
+                continue;
             }
+            changed = true;
+            resolve(state, &state.schedule[i], newest, ctx);
+            state.schedule[i].alerted = None;
         }
-        if changed {
+        // The upload of late data may have moved the deadlines.
+        if changed || state.backlog_until > ctx.now {
             schedule_wakes(state, ctx);
         }
     }
@@ -124,122 +246,53 @@ impl Rule for MissingMeasurement {
         for i in 0..state.schedule.len() {
             let s = state.schedule[i].clone();
             let due = due(state, &s);
-            let (remind_at, alert_at) = (
-                due.plus_millis(remind_after_ms(state)),
-                due.plus_millis(alert_after_ms(state)),
-            );
-            if ctx.now >= alert_at && s.alerted != Some(due) {
-                state.schedule[i].alerted = Some(due);
-                let what = swedish(s.metric);
-                let since = match s.last {
-                    Some(l) => format!("sedan {}", local_day_hhmm(l, state.tz)),
-                    None => "ännu".into(),
-                };
-                let hours = alert_after_ms(state) / UnixMillis::HOUR;
-                let text = format!(
-                    "Ingen {what} {since}: väntades dagligen före {}, larm {hours} h efter utsatt tid.",
-                    hhmm(s.by_min)
-                );
-                let threshold = format!(
-                    "{what} dagligen före {}, larm efter {hours} h",
-                    hhmm(s.by_min)
-                );
-                let ev = s
-                    .last
-                    .map(|l| Evidence {
-                        time: l,
-                        device_id: s
-                            .device
-                            .map(|d| ctx.device_name(d).to_owned())
-                            .unwrap_or_default(),
-                        name: s.metric.as_str().to_owned(),
-                        value: None,
-                        unit: None,
-                    })
-                    .into_iter()
-                    .collect();
-                let f = ctx.finding(RuleId::MissingMeasurement, text, threshold, ev, due, due);
-                ctx.raise(f);
-            } else if ctx.now >= remind_at && s.reminded != Some(due) {
-                state.schedule[i].reminded = Some(due);
-                if let Some(device) = s.device {
-                    let text = format!(
-                        "Dags att mäta {}: ingen mätning har kommit i dag.",
-                        swedish(s.metric)
-                    );
-                    ctx.command(device, json!({"cmd": "remind", "text": text}));
+            if s.alerted.is_some_and(|(d, _)| d == due) {
+                continue;
+            }
+            if ctx.now >= alert_at(state, due) {
+                state.schedule[i].alerted = Some((due, s.last.unwrap_or(state.since)));
+                raise(state, &s, due, ctx);
+                continue;
+            }
+            if s.reminded == Some(due) {
+                continue;
+            }
+            match remind_at(state, due) {
+                Some(at) if ctx.now >= at => {
+                    state.schedule[i].reminded = Some(due);
+                    // The day may have passed while the hub was behind.
+                    let (_, until) = daytime(state, due);
+                    if let (Some(device), true) = (s.device, ctx.now < until) {
+                        let (_, what) = swedish(s.metric);
+                        let text = format!(
+                            "Dags att mäta {what}: ingen mätning har kommit i dag (före {}).",
+                            hhmm(s.by_min)
+                        );
+                        ctx.command(device, json!({"cmd": "remind", "text": text}));
+                    }
                 }
+                Some(_) => {}
+                None => state.schedule[i].reminded = Some(due),
             }
         }
         schedule_wakes(state, ctx);
     }
 
     fn on_plan(&self, state: &mut PatientState, ctx: &mut Context<'_>) {
+        for s in std::mem::take(&mut state.unscheduled) {
+            let (_, what) = swedish(s.metric);
+            ctx.out.push(Decision::Clear {
+                rule: RuleId::MissingMeasurement,
+                patient_id: ctx.patient_id.to_owned(),
+                device_id: None,
+                measurement: Some(s.metric.as_str().to_owned()),
+                reason: format!("Mätningen ({what}) ingår inte längre i planen."),
+                at: s.alerted.map_or(ctx.now, |(_, named)| named),
+            });
+        }
         schedule_wakes(state, ctx);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::rules::testing::{Harness, at};
-
-    const H: i64 = UnixMillis::HOUR;
-
-    fn harness(virtual_ward: bool) -> Harness {
-        Harness::with_plan(serde_json::json!({
-            "rules": ["missing_measurement"],
-            "schedule": [{"metric": "weight", "by": "10:00"}],
-            "virtual_ward": virtual_ward,
-        }))
-    }
-
-    #[test]
-    fn remind_at_two_hours_alert_at_24_or_48() {
-        for (ward, alert_h) in [(true, 24), (false, 48)] {
-            let mut h = harness(ward);
-            h.weight(at(0, "07:30"), 80.0);
-            // Due the next day at 10:00.
-            let due = at(1, "10:00");
-            h.tick(due.plus_millis(2 * H - 1));
-            assert_eq!(h.commands(), 0);
-            h.tick(due.plus_millis(2 * H));
-            assert_eq!(h.commands(), 1, "a reminder at +2 h");
-            h.tick(due.plus_millis(alert_h * H - 1));
-            assert!(!h.active(RuleId::MissingMeasurement));
-            h.tick(due.plus_millis(alert_h * H));
-            assert!(h.active(RuleId::MissingMeasurement), "virtual ward {ward}");
-            assert_eq!(
-                h.explanations(RuleId::MissingMeasurement)[0],
-                format!(
-                    "Ingen vikt sedan 1/11 07:30: väntades dagligen före 10:00, larm {alert_h} h efter utsatt tid."
-                )
-            );
-            // The reading clears it.
-            h.weight(due.plus_millis((alert_h + 1) * H), 80.2);
-            assert!(!h.active(RuleId::MissingMeasurement));
-        }
-    }
-
-    #[test]
-    fn a_reading_in_time_needs_no_reminder() {
-        let mut h = harness(true);
-        h.weight(at(0, "07:30"), 80.0);
-        h.weight(at(1, "08:00"), 80.1);
-        h.tick(at(2, "09:00"));
-        assert_eq!(h.commands(), 0);
-        assert!(!h.active(RuleId::MissingMeasurement));
-    }
-
-    #[test]
-    fn a_late_reading_taken_in_time_counts() {
-        let mut h = harness(true);
-        h.weight(at(0, "07:30"), 80.0);
-        // Taken on day 1 at 08:00, delivered on day 2 at 09:00: after its
-        // reminder time, before its alert time. No alert for day 1.
-        h.arrive_at(at(2, "09:00"));
-        h.weight(at(1, "08:00"), 80.1);
-        h.tick(at(2, "11:00"));
-        assert!(h.explanations(RuleId::MissingMeasurement).is_empty());
-    }
-}
+mod tests;

@@ -166,6 +166,8 @@ pub struct Finding {
     pub patient_id: Option<String>,
     /// Set for per-device (technical) rules.
     pub device_id: Option<String>,
+    /// Set for `missing_measurement`: the absent scheduled measurement.
+    pub measurement: Option<String>,
     /// For rules with re-measurement: whether a repeat confirmed it.
     pub confirmed: Option<bool>,
     /// The version of the patient's plan it was found under.
@@ -190,6 +192,8 @@ pub enum Decision {
     Withdraw {
         rule: RuleId,
         patient_id: String,
+        /// For `missing_measurement`: which absence.
+        measurement: Option<String>,
         trigger: UnixMillis,
         reason: String,
     },
@@ -199,6 +203,8 @@ pub enum Decision {
         rule: RuleId,
         patient_id: String,
         device_id: Option<String>,
+        /// For `missing_measurement`: which absence.
+        measurement: Option<String>,
         reason: String,
         /// Data time of the reading that shows the condition gone: an
         /// alert raised by a later reading stays (a rebuild replays old
@@ -274,6 +280,7 @@ impl Context<'_> {
             rule,
             patient_id: Some(self.patient_id.to_owned()),
             device_id: None,
+            measurement: None,
             confirmed: None,
             plan_version: 0,
             explanation,
@@ -302,6 +309,7 @@ impl Context<'_> {
                 rule,
                 patient_id: self.patient_id.to_owned(),
                 device_id,
+                measurement: None,
                 at,
                 reason,
             });

@@ -254,6 +254,7 @@ pub fn device_limits(report: &LimitReport, now: UnixMillis) -> Decision {
                 rule: RuleId::DeviceFlooding,
                 patient_id: None,
                 device_id: Some(device.as_str().to_owned()),
+                measurement: None,
                 confirmed: None,
                 plan_version: 0,
                 explanation: format!(
@@ -278,6 +279,7 @@ pub fn device_limits(report: &LimitReport, now: UnixMillis) -> Decision {
             rule: RuleId::DeviceFlooding,
             patient_id: String::new(),
             device_id: Some(device.as_str().to_owned()),
+            measurement: None,
             reason: format!(
                 "enheten håller sig inom gränserna igen ({dropped} meddelanden avvisades)"
             ),

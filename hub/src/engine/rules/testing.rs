@@ -52,6 +52,7 @@ pub struct Harness {
     pub decisions: Vec<Decision>,
     arrived: Option<UnixMillis>,
     next_id: i64,
+    plan: Arc<Plan>,
 }
 
 impl Harness {
@@ -69,18 +70,35 @@ impl Harness {
             decisions: Vec::new(),
             arrived: None,
             next_id: 1,
+            plan: Arc::new(plan),
         };
+        h.restart(at(0, "00:00"));
+        h
+    }
+
+    /// A new engine watching the patient from `now` (as after a restart,
+    /// before any history is replayed), with the alert book as stored.
+    pub fn restart(&mut self, now: UnixMillis) {
+        self.engine = Engine::new();
         let mut out = Vec::new();
-        h.engine.add_patient(
+        self.engine.add_patient(
             PATIENT,
             chrono_tz::Europe::Stockholm,
-            Arc::new(plan),
-            at(0, "00:00"),
-            &h.book,
+            self.plan.clone(),
+            now,
+            &self.book,
             &mut out,
         );
-        h.record(out, at(0, "00:00"));
-        h
+        self.record(out, now);
+    }
+
+    /// A new plan takes effect at `now`.
+    pub fn set_plan(&mut self, plan: Plan, now: UnixMillis) {
+        self.plan = Arc::new(plan);
+        let mut out = Vec::new();
+        self.engine
+            .set_plan(PATIENT, self.plan.clone(), now, &self.book, &mut out);
+        self.record(out, now);
     }
 
     /// Messages arrive at this hub time (default: at their data time).

@@ -143,6 +143,7 @@ fn on_reading<S: Spec>(state: &mut PatientState, r: Vital, ctx: &mut Context<'_>
             ctx.out.push(Decision::Withdraw {
                 rule: S::RULE,
                 patient_id: ctx.patient_id.to_owned(),
+                measurement: None,
                 trigger: p.time,
                 reason: format!(
                     "Återkallat: ny mätning {} min senare gav {}, utanför larmgränsen.",
