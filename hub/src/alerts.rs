@@ -223,6 +223,44 @@ pub struct AlertBook {
     by_patient: HashMap<String, Vec<Alert>>,
     /// alert id → patient id, for the nurses' actions.
     by_id: HashMap<i64, String>,
+    /// patient id → the data-time spans of earlier alerts of each key (all
+    /// but the latest): a finding inside one was filed before. This is
+    /// what lets an older finding open an alert of its own after a later
+    /// alert of its key (a missed dose uploaded late), while a rebuild's
+    /// replay of an old finding raises nothing twice.
+    earlier: HashMap<String, Vec<Span>>,
+}
+
+/// The data-time span of an earlier alert of a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub patient_id: Option<String>,
+    pub rule: RuleId,
+    pub device_id: Option<String>,
+    pub measurement: Option<String>,
+    pub first_reading_at: UnixMillis,
+    pub last_reading_at: UnixMillis,
+}
+
+impl Span {
+    fn of(a: &Alert) -> Span {
+        Span {
+            patient_id: a.patient_id.clone(),
+            rule: a.rule,
+            device_id: a.device_id.clone(),
+            measurement: a.measurement.clone(),
+            first_reading_at: a.first_reading_at,
+            last_reading_at: a.last_reading_at,
+        }
+    }
+
+    fn holds(&self, key: Key<'_>, t: UnixMillis) -> bool {
+        self.rule == key.rule
+            && self.device_id.as_deref() == key.device_id
+            && self.measurement.as_deref() == key.measurement
+            && self.first_reading_at <= t
+            && t <= self.last_reading_at
+    }
 }
 
 /// What tells alerts apart: at most one is active per key.
@@ -284,19 +322,53 @@ impl AlertBook {
         book
     }
 
+    /// Remembers the spans of earlier alerts (from the store, for the
+    /// window a rebuild replays).
+    pub fn remember(&mut self, spans: impl IntoIterator<Item = Span>) {
+        for span in spans {
+            let key = Key::new(
+                span.patient_id.as_deref(),
+                span.rule,
+                span.device_id.as_deref(),
+                span.measurement.as_deref(),
+            );
+            // The latest alert of its key is judged by itself.
+            if self.latest(key).is_some_and(|a| {
+                a.first_reading_at == span.first_reading_at
+                    && a.last_reading_at == span.last_reading_at
+            }) {
+                continue;
+            }
+            let patient = patient_key(span.patient_id.as_deref()).to_owned();
+            let earlier = self.earlier.entry(patient).or_default();
+            if !earlier.contains(&span) {
+                earlier.push(span);
+            }
+        }
+    }
+
+    /// Whether an earlier alert of `key` spans data time `t`.
+    fn filed_earlier(&self, key: Key<'_>, t: UnixMillis) -> bool {
+        self.earlier
+            .get(patient_key(key.patient_id))
+            .is_some_and(|spans| spans.iter().any(|s| s.holds(key, t)))
+    }
+
     fn put(&mut self, alert: Alert) {
         let key = patient_key(alert.patient_id.as_deref()).to_owned();
         if let Some(id) = alert.alert_id {
             self.by_id.insert(id, key.clone());
         }
-        let alerts = self.by_patient.entry(key).or_default();
-        match alerts.iter_mut().find(|a| {
-            a.rule == alert.rule
-                && a.device_id == alert.device_id
-                && a.measurement == alert.measurement
-        }) {
-            Some(slot) => *slot = alert,
-            None => alerts.push(alert),
+        let alerts = self.by_patient.entry(key.clone()).or_default();
+        let displaced = match alerts.iter_mut().find(|a| Key::of(&alert).is(a)) {
+            Some(slot) => Some(std::mem::replace(slot, alert)),
+            None => {
+                alerts.push(alert);
+                None
+            }
+        };
+        if let Some(old) = displaced {
+            self.earlier.entry(key).or_default().push(Span::of(&old));
         }
     }
 
@@ -337,6 +409,13 @@ impl AlertBook {
             .values()
             .flatten()
             .filter(|a| a.state.is_active())
+    }
+
+    /// When (data time) the patient's active alert of `rule` began.
+    pub fn active_since(&self, patient_id: &str, rule: RuleId) -> Option<UnixMillis> {
+        self.latest(Key::new(Some(patient_id), rule, None, None))
+            .filter(|a| a.state.is_active())
+            .map(|a| a.first_reading_at)
     }
 
     /// The latest alert of each key of one patient, active or not.
@@ -396,28 +475,51 @@ impl AlertBook {
             f.measurement.as_deref(),
         );
         let device = key.device_id;
+        if self.filed_earlier(key, f.last_reading_at) {
+            return None;
+        }
         let latest = self.latest(key);
-        if latest.is_some_and(|a| f.last_reading_at <= a.last_reading_at) {
-            // Filed already. The one thing older data may still do is
-            // confirm an active unconfirmed alert (a repeat that arrived
-            // after the alert was raised); confirming is monotone, so this
-            // stays idempotent.
-            let a = self.latest_mut(key).filter(|a| {
-                a.state.is_active() && a.confirmed == Some(false) && f.confirmed == Some(true)
-            })?;
-            a.confirmed = Some(true);
-            a.explanation = f.explanation.clone();
+        // Older than the latest alert of its key: filed already if that
+        // alert spans it or is still active; otherwise (an older event
+        // that arrived late) it opens an alert of its own.
+        let older = latest.is_some_and(|a| {
+            f.last_reading_at <= a.last_reading_at
+                && (a.state.is_active() || a.first_reading_at <= f.last_reading_at)
+        });
+        if older {
+            // Filed already, or older data that arrived late. What older
+            // data may still do to an active alert: confirm it (a repeat
+            // that arrived after the alert was raised), and add its
+            // readings (a dangerous reading, a missed dose, that arrived
+            // after a later one). Both are monotone, so this stays
+            // idempotent; a rebuild's replay of readings of earlier
+            // episodes stops at `filed_earlier` above.
+            let a = self.latest_mut(key).filter(|a| a.state.is_active())?;
+            let confirms = a.confirmed == Some(false) && f.confirmed == Some(true);
+            let adds = a.readings.len() < MAX_READINGS
+                && f.evidence.iter().any(|e| !a.readings.contains(e));
+            if !confirms && !adds {
+                return None;
+            }
+            if confirms {
+                a.confirmed = Some(true);
+                a.explanation = f.explanation.clone();
+            } else {
+                a.count += 1;
+            }
+            a.first_reading_at = a.first_reading_at.min(f.first_reading_at);
             for e in &f.evidence {
                 if !a.readings.contains(e) && a.readings.len() < MAX_READINGS {
                     a.readings.push(e.clone());
                 }
             }
+            a.readings.sort_by_key(|e| e.time);
             a.updated_at = now;
             a.version += 1;
             return Some(Change {
                 alert: a.clone(),
                 transition: Transition {
-                    action: "confirmed",
+                    action: if confirms { "confirmed" } else { "updated" },
                     from_state: Some(a.state),
                     to_state: a.state,
                     actor: SYSTEM.into(),
@@ -428,6 +530,7 @@ impl AlertBook {
         }
         if let Some(a) = self.latest_mut(key).filter(|a| a.state.is_active()) {
             a.count += 1;
+            a.first_reading_at = a.first_reading_at.min(f.first_reading_at);
             a.last_reading_at = f.last_reading_at;
             a.explanation = f.explanation.clone();
             a.threshold = f.threshold.clone();
@@ -541,10 +644,13 @@ impl AlertBook {
         at: UnixMillis,
         now: UnixMillis,
     ) -> Option<Change> {
+        // An absence names the last reading before it: only a newer one
+        // ends it (a rebuild replays the named one too).
+        let strict = key.rule == RuleId::MissingMeasurement;
         let a = self
             .latest_mut(key)
             .filter(|a| a.state.is_active())
-            .filter(|a| a.last_reading_at <= at)?;
+            .filter(|a| a.last_reading_at < at || (!strict && a.last_reading_at == at))?;
         let from = a.state;
         resolve_in_place(a, SYSTEM, "cleared", Some(reason), now);
         Some(Change {
@@ -858,6 +964,44 @@ mod tests {
         assert_eq!(
             book.resolve(7, "n", "x", None, UnixMillis(5)).unwrap_err(),
             ActionError::AlreadyResolved
+        );
+    }
+
+    #[test]
+    fn an_older_finding_opens_its_own_alert_once() {
+        let mut book = AlertBook::default();
+        // A later missed dose, raised first and then withdrawn (its dose
+        // was taken in time after all) …
+        opened(&mut book, &finding(RuleId::MissedDose, 500), 1);
+        let w = Decision::Withdraw {
+            rule: RuleId::MissedDose,
+            patient_id: "p1".into(),
+            measurement: None,
+            trigger: UnixMillis(500),
+            reason: "taken".into(),
+        };
+        assert!(book.apply(&w, UnixMillis(2)).is_some());
+        // … does not hide an earlier dose that arrived late and was missed.
+        let c = opened(&mut book, &finding(RuleId::MissedDose, 100), 2);
+        assert_eq!(c.transition.action, "opened");
+        // Resolved and displaced, the earlier alerts still file their own
+        // findings: a rebuild's replay raises neither again.
+        book.resolve(2, "nurse", "called", None, UnixMillis(3))
+            .expect("resolve");
+        opened(&mut book, &finding(RuleId::MissedDose, 900), 3);
+        for t in [100, 500] {
+            assert_eq!(
+                book.apply(&finding(RuleId::MissedDose, t), UnixMillis(4)),
+                None
+            );
+        }
+        // The same holds for spans remembered from the store.
+        let mut fresh = AlertBook::default();
+        fresh.remember(book.earlier.values().flatten().cloned());
+        opened(&mut fresh, &finding(RuleId::MissedDose, 900), 3);
+        assert_eq!(
+            fresh.apply(&finding(RuleId::MissedDose, 100), UnixMillis(5)),
+            None
         );
     }
 

@@ -292,6 +292,13 @@ impl Engine {
                     continue;
                 }
             };
+            // An absence is judged when the patient's upload of late data
+            // is over: what fills it may be in the next message.
+            let backlog_until = self.patients[p as usize].backlog_until;
+            if rule_id.judges_absence() && backlog_until > now {
+                self.deadlines.insert((backlog_until, p, wake));
+                continue;
+            }
             self.run(
                 p,
                 Some(rule_id),
@@ -322,6 +329,7 @@ impl Engine {
         let state = &mut self.patients[p as usize];
         let pid = &self.patient_ids[p as usize];
         let active = |rule: RuleId, device: Option<&str>| book.is_active(Some(pid), rule, device);
+        let active_since = |rule: RuleId| book.active_since(pid, rule);
         let mut wake_at = std::mem::take(&mut self.wake_scratch);
         let mut ctx = Context {
             patient_id: pid,
@@ -329,6 +337,7 @@ impl Engine {
             devices: &self.devices,
             now,
             active: &active,
+            active_since: &active_since,
             out,
             wake_at: &mut wake_at,
         };

@@ -230,6 +230,8 @@ pub struct DeviceState {
     /// Its last will said offline, or heartbeats are missing.
     pub offline: bool,
     pub battery_low: bool,
+    /// Data time of its latest battery report.
+    pub last_battery: Option<UnixMillis>,
     pub fault: bool,
     pub doses_left: Option<f64>,
 }
@@ -242,6 +244,7 @@ impl DeviceState {
             last_status: None,
             offline: false,
             battery_low: false,
+            last_battery: None,
             fault: false,
             doses_left: None,
         }

@@ -149,7 +149,9 @@ impl EngineTask {
         deps: EngineDeps,
         rx: mpsc::Receiver<EngineMsg>,
     ) -> Result<EngineTask, StoreError> {
-        let book = AlertBook::load(deps.store.latest_alerts().await?, deps.policy);
+        let mut book = AlertBook::load(deps.store.latest_alerts().await?, deps.policy);
+        let rebuilt_from = UnixMillis(deps.clock.now().0 - REBUILD_OBSERVATIONS_MS);
+        book.remember(deps.store.alert_spans_since(rebuilt_from).await?);
         let mut task = EngineTask {
             engine: Engine::new(),
             book,

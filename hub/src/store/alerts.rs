@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use vaka_gateway::UnixMillis;
 
 use super::{BeginWrite, DbTime, Result, Store, StoreError, on_pool};
-use crate::alerts::{Alert, AlertState, Change};
+use crate::alerts::{Alert, AlertState, Change, Span};
 use crate::engine::rules::{Category, RuleId, Severity};
 
 /// An `alerts` row as stored.
@@ -204,7 +204,7 @@ impl Store {
                              acknowledged_at = $10, acknowledged_by = $11, snoozed_until = $12,
                              resolved_at = $13, resolved_by = $14, outcome = $15, note = $16, version = $17,
                              escalation_level = $18, escalated_at = $19, attention_since = $20,
-                             snooze_reason = $21, snooze_count = $22
+                             snooze_reason = $21, snooze_count = $22, first_reading_at = $23
                          WHERE alert_id = $1",
                     )
                     .bind(id)
@@ -229,6 +229,7 @@ impl Store {
                     .bind(DbTime(a.attention_since))
                     .bind(&a.snooze_reason)
                     .bind(a.snooze_count)
+                    .bind(DbTime(a.first_reading_at))
                     .execute(&mut *tx)
                     .await?;
                     id
@@ -270,6 +271,32 @@ impl Store {
         let rows: Vec<AlertRow> =
             on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
         rows.into_iter().map(Alert::try_from).collect()
+    }
+
+    /// The data-time spans of every alert whose readings reach `since`:
+    /// what a rebuild that replays from `since` must not raise again.
+    pub async fn alert_spans_since(&self, since: UnixMillis) -> Result<Vec<Span>> {
+        let rows: Vec<SpanRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT patient_id, rule, device_id, measurement, first_reading_at, last_reading_at
+             FROM alerts WHERE last_reading_at >= $1",
+        )
+        .bind(DbTime(since))
+        .fetch_all(pool)
+        .await)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Span {
+                    rule: RuleId::parse(&r.rule).ok_or_else(|| {
+                        StoreError::Corrupt(format!("alert: unknown rule {:?}", r.rule))
+                    })?,
+                    patient_id: r.patient_id,
+                    device_id: r.device_id,
+                    measurement: r.measurement,
+                    first_reading_at: r.first_reading_at.into(),
+                    last_reading_at: r.last_reading_at.into(),
+                })
+            })
+            .collect()
     }
 
     pub async fn alerts(&self, q: &AlertQuery<'_>) -> Result<Vec<Alert>> {
@@ -334,4 +361,14 @@ struct PatientHistoryRow {
     rule: String,
     #[sqlx(flatten)]
     history: AlertHistoryRow,
+}
+
+#[derive(FromRow)]
+struct SpanRow {
+    patient_id: Option<String>,
+    rule: String,
+    device_id: Option<String>,
+    measurement: Option<String>,
+    first_reading_at: DbTime,
+    last_reading_at: DbTime,
 }

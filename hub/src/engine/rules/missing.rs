@@ -287,7 +287,10 @@ impl Rule for MissingMeasurement {
                 device_id: None,
                 measurement: Some(s.metric.as_str().to_owned()),
                 reason: format!("Mätningen ({what}) ingår inte längre i planen."),
-                at: s.alerted.map_or(ctx.now, |(_, named)| named),
+                // After the reading the alert names: the plan ends it now.
+                at: s
+                    .alerted
+                    .map_or(ctx.now, |(_, named)| ctx.now.max(named.plus_millis(1))),
             });
         }
         schedule_wakes(state, ctx);

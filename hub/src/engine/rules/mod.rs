@@ -113,6 +113,17 @@ impl RuleId {
         }
     }
 
+    /// Rules that raise on an absence (no reading, no dose taken, no
+    /// heartbeat): their deadlines wait while a patient's devices upload
+    /// late data. Re-measurement does not wait: an unrepeated dangerous
+    /// reading is raised at once, and a late repeat withdraws it.
+    pub fn judges_absence(self) -> bool {
+        matches!(
+            self,
+            RuleId::MissingMeasurement | RuleId::MissedDose | RuleId::DeviceOffline
+        )
+    }
+
     /// Technical alerts are kept apart per device.
     pub fn per_device(self) -> bool {
         self.category() == Category::Technical
@@ -244,6 +255,8 @@ pub struct Context<'a> {
     pub now: UnixMillis,
     /// Whether this patient has an active alert for a rule (and device).
     pub active: &'a dyn Fn(RuleId, Option<&str>) -> bool,
+    /// The data time the patient's active alert of a rule began at.
+    pub active_since: &'a dyn Fn(RuleId) -> Option<UnixMillis>,
     /// Where the rule puts its decisions.
     pub out: &'a mut Vec<Decision>,
     /// Where the rule asks to be woken (hub clock), for absences.
@@ -251,6 +264,18 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// Whether the patient has an active alert of `rule` that began no
+    /// later than `t` (data time), counting one this very input has just
+    /// raised. A reading older than the alert (late, or replayed by a
+    /// rebuild) is judged on its own, as it was when it was taken.
+    pub fn is_active_at(&self, rule: RuleId, t: UnixMillis) -> bool {
+        (self.active_since)(rule).is_some_and(|since| since <= t)
+            || self
+                .out
+                .iter()
+                .any(|d| matches!(d, Decision::Raise(f) if f.rule == rule))
+    }
+
     /// Whether the patient has an active alert of `rule`, counting one this
     /// very input has just raised.
     pub fn is_active(&self, rule: RuleId) -> bool {

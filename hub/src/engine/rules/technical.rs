@@ -198,6 +198,12 @@ impl Rule for LowBattery {
                 continue;
             };
             let d = state.device_mut(device);
+            // The battery is what its latest report (data time) says: an
+            // older report that arrives late changes nothing.
+            if d.last_battery.is_some_and(|t| t >= s.time) {
+                continue;
+            }
+            d.last_battery = Some(s.time);
             if *pct <= low {
                 d.battery_low = true;
                 let text = format!(

@@ -111,7 +111,7 @@ fn on_reading<S: Spec>(state: &mut PatientState, r: Vital, ctx: &mut Context<'_>
         .copied();
     let alarming = S::alarming(&r, t);
 
-    if alarming && ctx.is_active(S::RULE) {
+    if alarming && ctx.is_active_at(S::RULE, r.time) {
         // An alarming reading next to this one (either side) confirms it.
         let near = |x: &&Vital| S::alarming(x, t) && (x.time.0 - r.time.0).abs() <= window;
         match prev.as_ref().filter(near).or(next.as_ref().filter(near)) {
