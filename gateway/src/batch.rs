@@ -19,8 +19,9 @@
 //! strictly in arrival order, whichever commit finished first.
 //!
 //! Before validation each message passes its device's token bucket
-//! ([`crate::throttle`]): a flooding device's excess is refused unparsed,
-//! so it cannot crowd out the other devices' messages.
+//! ([`crate::throttle`]): a flooding device's excess is refused without
+//! validation (only its first record is read, for the reply's `ref`), so it
+//! cannot crowd out the other devices' messages.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -449,7 +450,7 @@ impl<S: Sink> Batcher<S> {
                             DeviceId::MAX_LEN
                         ),
                     ),
-                    reference: validate::reference(&r.publish.payload, None),
+                    reference: validate::reference_unparsed(&r.publish.payload, now),
                     quiet: false,
                 };
             }
@@ -458,7 +459,8 @@ impl<S: Sink> Batcher<S> {
                 return Item::Foreign;
             }
         };
-        // The bucket first: a flooding device's excess is not even parsed.
+        // The bucket first: of a flooding device's excess only the first
+        // record is read, for the reference.
         if let Admit::RateLimited { reply } = self.throttle.admit(&device, r.instant, reports) {
             return Item::Rejected {
                 err_topic: self.root.topic(&device, Channel::Err),
@@ -471,7 +473,13 @@ impl<S: Sink> Batcher<S> {
                         self.throttle.limit().burst
                     ),
                 ),
-                reference: validate::reference(&r.publish.payload, None),
+                // Hashed and read only for a reply: the rest of a flood
+                // costs no more than the bucket's look-up.
+                reference: if reply {
+                    validate::reference_unparsed(&r.publish.payload, now)
+                } else {
+                    String::new()
+                },
                 quiet: !reply,
             };
         }
@@ -700,6 +708,89 @@ mod tests {
         async fn deliver(&self, batch: usize) {
             self.note("deliver", batch);
         }
+    }
+
+    /// Refusals that come before validation (a malformed device id in the
+    /// topic, a device over its rate) answer with the first record's time
+    /// in `ref` when it can be read, like every other refusal.
+    #[tokio::test]
+    async fn refusals_before_validation_name_the_first_record_time() {
+        let (client, _eventloop) =
+            AsyncClient::new(MqttOptions::new("ref-test", "127.0.0.1", 1), 10);
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let mut batcher = Batcher {
+            rx,
+            client,
+            sink: Arc::new(Arc::new(Recording::default())),
+            root: TopicRoot::new("vaka/v1").expect("root"),
+            limits: Limits::default(),
+            config: BatchConfig::default(),
+            metrics: GatewayMetrics::default(),
+            clock: UnixMillis::now,
+            // One message, then nothing for a long while.
+            throttle: Throttle::new(crate::throttle::RateLimit {
+                rate: 0.001,
+                burst: 1.0,
+                calm_after: Duration::from_secs(60),
+            }),
+            pending: VecDeque::new(),
+        };
+        let now = UnixMillis(1_764_590_400_000);
+        let instant = Instant::now();
+        let mut classify = |topic: &str, payload: &str| {
+            let r = Received {
+                publish: Publish::new(topic, QoS::AtLeastOnce, payload.to_owned(), None),
+                at: now,
+                instant,
+            };
+            let (mut messages, mut reports) = (Vec::new(), Vec::new());
+            match batcher.classify(&r, now, &mut messages, &mut reports) {
+                Item::Rejected {
+                    rejection,
+                    reference,
+                    quiet,
+                    ..
+                } => Some((rejection.code, reference, quiet)),
+                Item::Accepted { .. } => None,
+                Item::Foreign => panic!("{topic} is ours"),
+            }
+        };
+        let pack = |kg: f64| {
+            PackBuilder::new("ox-1", 1_764_590_000.0)
+                .value("weight", "kg", kg, 1_764_589_990.0)
+                .to_json()
+        };
+        let hash = |p: &str| validate::reference(p.as_bytes(), None);
+
+        let p = pack(80.0);
+        assert_eq!(
+            classify("vaka/v1/d/not a device!/obs", &p),
+            Some((
+                RejectCode::UnknownDevice,
+                format!("1764589990{}", hash(&p)),
+                false
+            ))
+        );
+        assert_eq!(classify("vaka/v1/d/ox-1/obs", &p), None, "within the rate");
+        let p = pack(80.1);
+        assert_eq!(
+            classify("vaka/v1/d/ox-1/obs", &p),
+            Some((
+                RejectCode::RateLimited,
+                format!("1764589990{}", hash(&p)),
+                false
+            ))
+        );
+        // Within the second after a reply, no reply: nothing to name.
+        assert_eq!(
+            classify("vaka/v1/d/ox-1/obs", &pack(80.2)),
+            Some((RejectCode::RateLimited, String::new(), true))
+        );
+        // Not a pack at all: the reference is the hash alone.
+        assert_eq!(
+            classify("vaka/v1/d/not a device!/obs", "{not json"),
+            Some((RejectCode::UnknownDevice, hash("{not json"), false))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,63 @@ pub fn resolve<'a>(records: Vec<Record<'a>>, now_secs: f64) -> Result<Vec<Resolv
     Ok(out)
 }
 
+/// How much of a payload [`first_time`] reads at most: the first record of
+/// a pack fits easily (a base name, a time, a name, a unit, a value, or a
+/// 256-byte event text), and a bound keeps the look cheap for payloads that
+/// are refused before they are parsed (too large, too many).
+const FIRST_RECORD_MAX_BYTES: usize = 4096;
+
+/// The time of a pack's first record, in seconds, read from its first
+/// record alone (`bt` + `t`, relative to `now_secs` below 2^28 s as in
+/// [`resolve`]), whatever follows it: a later record that is not SenML,
+/// JSON broken after the first record, a payload cut off. `None` when the
+/// payload does not begin with an array whose first record is an object
+/// with numeric (or no) `bt` and `t` inside the first
+/// [`FIRST_RECORD_MAX_BYTES`], or when the time is not a sensible one.
+///
+/// This is the time of an error reply's `ref`, so it must not depend on
+/// the whole pack being valid.
+pub fn first_time(payload: &[u8], now_secs: f64) -> Option<f64> {
+    use serde::de::{Deserializer as _, SeqAccess, Visitor};
+
+    /// The two fields of the first record that make its time.
+    #[derive(Deserialize)]
+    struct Times {
+        bt: Option<f64>,
+        t: Option<f64>,
+    }
+
+    struct First<'o>(&'o mut Option<Times>);
+
+    impl<'de> Visitor<'de> for First<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a SenML pack")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            // Only the first record is read; whatever comes after it may
+            // fail to parse without taking its time away.
+            *self.0 = seq.next_element::<Times>()?;
+            Ok(())
+        }
+    }
+
+    let head = &payload[..payload.len().min(FIRST_RECORD_MAX_BYTES)];
+    let mut first = None;
+    let mut de = serde_json::Deserializer::from_slice(head);
+    // The error, if any, is about what follows the first record (or there
+    // is no first record, and `first` stays `None`).
+    let _ = (&mut de).deserialize_seq(First(&mut first));
+    let times = first?;
+    let mut time = times.bt.unwrap_or(0.0) + times.t.unwrap_or(0.0);
+    if time.is_finite() && time < RELATIVE_TIME_LIMIT {
+        time += now_secs;
+    }
+    crate::model::UnixMillis::from_secs_f64(time).map(|_| time)
+}
+
 /// The SenML base name of a vaka device: `urn:dev:vaka:{dev}:`.
 pub fn base_name(device: &str) -> String {
     format!("{DEVICE_URN_PREFIX}{device}:")
@@ -273,6 +330,65 @@ mod tests {
         assert!(resolve(parse(r#"[{"n":"x","v":1,"vs":"a"}]"#), 0.0).is_err());
         assert!(resolve(parse(r#"[{"v":1}]"#), 0.0).is_err());
         assert!(resolve(parse(r#"[{"n":"x","v":1,"bver":99}]"#), 0.0).is_err());
+    }
+
+    #[test]
+    fn the_first_time_is_read_from_the_first_record_alone() {
+        let now = 1_764_590_400.0;
+        let first = |json: &str| first_time(json.as_bytes(), now);
+        // bt + t of the first record, as resolve computes it.
+        assert_eq!(
+            first(
+                r#"[{"bn":"urn:dev:vaka:d:","bt":1764590000,"t":-2.5,"n":"weight","u":"kg","v":80}]"#
+            ),
+            Some(1_764_589_997.5)
+        );
+        // What follows the first record does not matter: another device's
+        // record, a record that is not SenML, JSON broken after it, the end
+        // cut off.
+        for json in [
+            r#"[{"bt":1764590000,"n":"weight"},{"n":"x","v":"80"}]"#,
+            r#"[{"bt":1764590000,"n":"weight"},{"v":1,"vs":"a"}]"#,
+            r#"[{"bt":1764590000,"n":"weight"},{not json"#,
+            r#"[{"bt":1764590000,"n":"weight"},"#,
+        ] {
+            assert_eq!(first(json), Some(1_764_590_000.0), "{json}");
+        }
+        // Unknown fields of the first record are no obstacle either; its own
+        // value may be the trouble.
+        assert_eq!(
+            first(r#"[{"bt":1764590000,"n":"w","v":"80","zz":[1,{"a":2}]}]"#),
+            Some(1_764_590_000.0)
+        );
+        // Relative times (RFC 8428: below 2^28 s) are relative to now; no
+        // time at all is now (the contract's last will).
+        assert_eq!(
+            first(r#"[{"n":"conn","vs":"offline","t":-5}]"#),
+            Some(now - 5.0)
+        );
+        assert_eq!(first(r#"[{"n":"conn","vs":"offline"}]"#), Some(now));
+        // No readable time.
+        for json in [
+            "",
+            "{not json",
+            r#"{"bt":1764590000}"#,
+            "[]",
+            "[1]",
+            r#"[{"bt":"1764590000"}]"#,
+            r#"[{"bt":1764590000"#,
+            r#"[{"bt":1e300}]"#,
+        ] {
+            assert_eq!(first(json), None, "{json}");
+        }
+        // Only the head of a payload is read: a first record that does not
+        // end within it has no time, one that does has.
+        let long = format!(r#"[{{"bt":1764590000,"vs":"{}"}}]"#, "x".repeat(5000));
+        assert_eq!(first(&long), None);
+        let big = format!(
+            r#"[{{"bt":1764590000,"n":"w"}},{{"vs":"{}"}}]"#,
+            "x".repeat(100_000)
+        );
+        assert_eq!(first(&big), Some(1_764_590_000.0));
     }
 
     #[test]

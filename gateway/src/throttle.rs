@@ -4,11 +4,12 @@
 //! A broken device (a firmware loop publishing 1 000 messages a second, a
 //! 10 MB payload) must not slow down the other patients' data. The batcher
 //! asks [`Throttle::admit`] about every message *before* parsing it, so an
-//! over-limit message costs a hash-map lookup and is never parsed, stored or
-//! passed on. It is still acknowledged to the broker (unacknowledged, it
+//! over-limit message costs a hash-map lookup and is never validated, stored
+//! or passed on. It is still acknowledged to the broker (unacknowledged, it
 //! would be redelivered forever) and answered on `…/err` with
 //! `rate_limited`, at most once per [`REPLY_EVERY`] per device, so the
-//! replies do not become a flood of their own.
+//! replies do not become a flood of their own (only for a reply is the
+//! payload hashed, and its first record read, for the reply's `ref`).
 //!
 //! ## The token bucket
 //!

@@ -58,14 +58,22 @@ pub struct Verdict {
 }
 
 /// The contract's message reference. `first_time` is in SenML seconds; when
-/// the payload never got as far as a time, the part before `:` is empty.
+/// the payload has no readable first record time (or a senseless one, such
+/// as 1e300), the part before `:` is empty.
 pub fn reference(payload: &[u8], first_time: Option<f64>) -> String {
     let digest = Sha256::digest(payload);
     let hash = hex::encode(&digest[..4]);
-    match first_time {
+    match first_time.filter(|&t| UnixMillis::from_secs_f64(t).is_some()) {
         Some(t) => format!("{t}:{hash}"),
         None => format!(":{hash}"),
     }
+}
+
+/// The reference of a message refused before validation (an unknown device
+/// id, a device over its rate): its first record's time is read from the
+/// first record alone ([`senml::first_time`], a few KiB at most).
+pub fn reference_unparsed(payload: &[u8], now: UnixMillis) -> String {
+    reference(payload, senml::first_time(payload, now.as_secs_f64()))
 }
 
 /// Validates the payload of a message that `device` published on `channel`.
@@ -78,6 +86,12 @@ pub fn validate(
 ) -> Verdict {
     let mut first_time = None;
     let outcome = check(device, channel, payload, now, limits, &mut first_time);
+    // A pack refused before it was resolved (too large, not SenML, a bad
+    // record after the first) still tells its time when the first record
+    // can be read: the device needs it to know which message was refused.
+    if outcome.is_err() && first_time.is_none() {
+        first_time = senml::first_time(payload, now.as_secs_f64());
+    }
     Verdict {
         reference: reference(payload, first_time),
         outcome,

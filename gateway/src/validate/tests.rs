@@ -238,6 +238,194 @@ fn the_reference_names_time_and_hash() {
     assert!(reference(b"x", None).starts_with(':'));
 }
 
+/// The part of a verdict's reference before the `:`.
+fn ref_time(channel: Channel, payload: &str) -> (RejectCode, String) {
+    let v = validate(&dev(), channel, payload.as_bytes(), NOW, &Limits::default());
+    let code = match v.outcome {
+        Ok(a) => panic!("expected a rejection of {payload}, got {a:?}"),
+        Err(r) => r.code,
+    };
+    let (time, hash) = v
+        .reference
+        .split_once(':')
+        .expect("a reference has a colon");
+    assert_eq!(hash, &reference(payload.as_bytes(), None)[1..], "{payload}");
+    (code, time.to_owned())
+}
+
+/// The contract's `ref` names the first record's time for every refusal
+/// whose payload can be read as far as its first record's `bt` and `t`,
+/// whatever is wrong later in the pack.
+#[test]
+fn every_rejection_with_a_readable_first_record_names_its_time() {
+    let bn = r#""bn":"urn:dev:vaka:dev-1:""#;
+    // The first record's time: its bt (400 s before the hub's clock) plus
+    // its t.
+    let bt = r#""bt":1764590000"#;
+    let first = "1764590000";
+    // 2 001 more records, in 6 KiB: too many, not too large.
+    let many = vec!["{}"; 2_001].join(",");
+    let cases: Vec<(Channel, String, RejectCode, &str)> = vec![
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},{bt},"n":"weight","u":"kg","v":351}}]"#),
+            RejectCode::OutOfRange,
+            first,
+        ),
+        // The bad record is the second: the time is still the first's.
+        (
+            Channel::Obs,
+            format!(
+                r#"[{{{bn},{bt},"n":"sys","u":"mm[Hg]","v":120}},{{"n":"dia","u":"mm[Hg]","v":210,"t":1}}]"#
+            ),
+            RejectCode::OutOfRange,
+            first,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},{bt},"t":-30,"n":"height","u":"cm","v":180}}]"#),
+            RejectCode::UnknownName,
+            "1764589970",
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},{bt},"n":"weight","u":"lb","v":180}}]"#),
+            RejectCode::BadUnit,
+            first,
+        ),
+        (
+            Channel::Obs,
+            format!(
+                r#"[{{{bn},"bt":{},"n":"weight","u":"kg","v":80}}]"#,
+                NOW_S + 301.0
+            ),
+            RejectCode::FutureTime,
+            "1764590701",
+        ),
+        (
+            Channel::Obs,
+            format!(
+                r#"[{{{bn},"bt":{},"n":"weight","u":"kg","v":80}}]"#,
+                NOW_S - 366.0 * 86400.0
+            ),
+            RejectCode::TooOld,
+            "1732968000",
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{"bn":"urn:dev:vaka:dev-2:",{bt},"n":"weight","u":"kg","v":80}}]"#),
+            RejectCode::TopicMismatch,
+            first,
+        ),
+        // Too many records: refused before resolution, read from the first.
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},{bt},"n":"weight","u":"kg","v":80}},{many}]"#),
+            RejectCode::TooLarge,
+            first,
+        ),
+        // Too many bytes: never parsed, but the first record is at the head.
+        (
+            Channel::Obs,
+            format!(
+                r#"[{{{bn},{bt},"n":"weight","u":"kg","v":80}},{{"n":"x","vs":"{}"}}]"#,
+                "x".repeat(70 * 1024)
+            ),
+            RejectCode::TooLarge,
+            first,
+        ),
+        // Not SenML after the first record: a value of the wrong type, two
+        // values, no name.
+        (
+            Channel::Obs,
+            format!(
+                r#"[{{{bn},{bt},"n":"weight","u":"kg","v":80}},{{"n":"weight","u":"kg","v":"80"}}]"#
+            ),
+            RejectCode::BadSenml,
+            first,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},{bt},"n":"weight","u":"kg","v":80,"vs":"80"}}]"#),
+            RejectCode::BadSenml,
+            first,
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},{bt},"n":"weight","u":"kg","v":80}},{{"v":81,"t":1}}]"#),
+            RejectCode::BadSenml,
+            first,
+        ),
+        // JSON broken after the first record.
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},{bt},"n":"weight","u":"kg","v":80}},{{"n":"wei"#),
+            RejectCode::BadJson,
+            first,
+        ),
+        (
+            Channel::Evt,
+            format!(r#"[{{{bn},{bt},"n":"explode","vb":true}}]"#),
+            RejectCode::UnknownName,
+            first,
+        ),
+        (
+            Channel::Evt,
+            format!(r#"[{{{bn},{bt},"n":"fall","u":"kg","vb":true}}]"#),
+            RejectCode::BadUnit,
+            first,
+        ),
+        (
+            Channel::Status,
+            format!(r#"[{{{bn},{bt},"n":"batt","u":"%","v":101}}]"#),
+            RejectCode::OutOfRange,
+            first,
+        ),
+        (
+            Channel::Status,
+            format!(r#"[{{{bn},{bt},"n":"hb","u":"min","v":5}}]"#),
+            RejectCode::BadUnit,
+            first,
+        ),
+        // A last will without a time happened when it arrived.
+        (
+            Channel::Status,
+            r#"[{"n":"conn","vs":"maybe"}]"#.into(),
+            RejectCode::BadSenml,
+            "1764590400",
+        ),
+        // No first record to read: no time.
+        (Channel::Obs, "{not json".into(), RejectCode::BadJson, ""),
+        (Channel::Obs, "[]".into(), RejectCode::BadSenml, ""),
+        (
+            Channel::Obs,
+            format!(r#"{{{bn},{bt},"n":"weight"}}"#),
+            RejectCode::BadSenml,
+            "",
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"bt":"1764590000","n":"weight","u":"kg","v":80}}]"#),
+            RejectCode::BadSenml,
+            "",
+        ),
+        (
+            Channel::Obs,
+            format!(r#"[{{{bn},"bt":1e300,"n":"weight","u":"kg","v":80}}]"#),
+            RejectCode::BadSenml,
+            "",
+        ),
+    ];
+    for (channel, payload, code, time) in cases {
+        let shown: String = payload.chars().take(120).collect();
+        assert_eq!(
+            ref_time(channel, &payload),
+            (code, time.to_owned()),
+            "payload: {shown}"
+        );
+    }
+}
+
 fn metric() -> impl Strategy<Value = Metric> {
     prop::sample::select(Metric::ALL.to_vec())
 }
