@@ -81,6 +81,11 @@ pub struct Thresholds {
     /// are sent only then (never at night, never for a day that has passed).
     pub remind_from_h: u32,
     pub remind_until_h: u32,
+    /// While the patient's devices upload late data (older than 5 min on
+    /// arrival), absences (no reading, no dose taken, no heartbeat) are
+    /// judged this long after the last late message: what fills them may
+    /// be in the next one.
+    pub late_data_settle_s: u32,
 }
 
 impl Default for Thresholds {
@@ -125,6 +130,7 @@ impl Default for Thresholds {
             missing_alert_h: 48,
             remind_from_h: 8,
             remind_until_h: 21,
+            late_data_settle_s: 120,
         }
     }
 }
@@ -376,6 +382,9 @@ impl Plan {
             return Err(PlanError(
                 "remind_from_h must come before remind_until_h, within 0–24".into(),
             ));
+        }
+        if t.late_data_settle_s > 3600 {
+            return Err(PlanError("late_data_settle_s must be 0–3600".into()));
         }
         if let Some(dry) = self.dry_weight_kg
             && !Metric::Weight.in_range(dry)

@@ -220,9 +220,8 @@ impl Engine {
             .last_time()
             .is_some_and(|t| arrived.millis_since(t) > patient::LATE_MS)
         {
-            state.backlog_until = state
-                .backlog_until
-                .max(arrived.plus_millis(patient::BACKLOG_SETTLE_MS));
+            let settle = i64::from(state.plan.thresholds.late_data_settle_s) * UnixMillis::SECOND;
+            state.backlog_until = state.backlog_until.max(arrived.plus_millis(settle));
         }
         absorb::absorb(state, device, content, &mut scratch);
         if let Some((ctg_device, summary)) = absorb::ctg(state, device, content) {

@@ -272,11 +272,6 @@ pub struct Schedule {
 /// kept while offline, a broker backlog.
 pub const LATE_MS: i64 = 5 * UnixMillis::MINUTE;
 
-/// After late data, absences wait this long (hub clock) for the rest of
-/// the upload before they are judged: the readings that fill them may be
-/// in the next messages.
-pub const BACKLOG_SETTLE_MS: i64 = 2 * UnixMillis::MINUTE;
-
 /// A CTG session in progress.
 pub struct CtgState {
     pub device: DeviceRef,
@@ -336,7 +331,7 @@ pub struct PatientState {
     /// (their alerts are cleared by the rule).
     pub unscheduled: Vec<Schedule>,
     /// Until when (hub clock) the patient's devices are uploading late
-    /// data: see [`BACKLOG_SETTLE_MS`].
+    /// data: the plan's `late_data_settle_s` after the last late message.
     pub backlog_until: UnixMillis,
     pub ctg: Option<Box<CtgState>>,
 }

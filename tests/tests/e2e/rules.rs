@@ -18,6 +18,16 @@ async fn dispenser_missed_dose_and_refill() -> Result<()> {
     let hub = Hub::start(HubConfig::new(&db, &mqtt_url())).await?;
     let api = hub.api();
     api.enroll("p-doris", &[("disp-d1", "dispenser")]).await?;
+    // The dose below arrives late: its absence is judged once the upload
+    // has been quiet for this long (2 min by default).
+    let (s, v) = api
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/patients/p-doris/plan",
+            Some(json!({"changes": {"thresholds": {"late_data_settle_s": 1}}, "reason": "test"})),
+        )
+        .await?;
+    anyhow::ensure!(s == 200, "plan: {s} {v}");
     let (mut ws, _) = websocket(&hub).await?;
     let device = Mqtt::connect(&mqtt_url(), &[]).await?;
     let now = now_s();

@@ -13,7 +13,7 @@
 //! Late data is live data. Absences are found by the hub's clock passing a
 //! deadline computed from data time; while a patient's devices upload late
 //! data (older than 5 min on arrival), absences wait until the upload has
-//! been quiet for [`BACKLOG_SETTLE_MS`](crate::engine::patient::BACKLOG_SETTLE_MS), since the readings that fill them
+//! been quiet for the plan's `late_data_settle_s` (2 min by default), since the readings that fill them
 //! may be in the next messages. A reading that arrives after its absence
 //! was alerted, but was taken before the alert's deadline, shows the alert
 //! was wrong: it is **withdrawn**. A reading taken after the deadline ends

@@ -4,10 +4,11 @@
 
 use super::*;
 use crate::alerts::AlertState;
-use crate::engine::patient::BACKLOG_SETTLE_MS;
 use crate::engine::rules::testing::{Harness, PATIENT, at};
 
 const H: i64 = UnixMillis::HOUR;
+/// The default `late_data_settle_s`.
+const BACKLOG_SETTLE_MS: i64 = 120_000;
 
 fn harness(virtual_ward: bool) -> Harness {
     Harness::with_plan(json!({
