@@ -37,6 +37,7 @@ pub struct Thresholds {
     /// … and rising for this many days.
     pub weight_trend_days: u32,
     pub weight_trend_alpha: f64,
+    /// `bp_crisis`: ESH 2023 grade 3, systolic ≥ 180 or diastolic ≥ 110.
     pub bp_crisis_sys_mmhg: f64,
     pub bp_crisis_dia_mmhg: f64,
     pub hypotension_sys_mmhg: f64,
@@ -97,7 +98,7 @@ impl Default for Thresholds {
             weight_trend_days: 7,
             weight_trend_alpha: 0.3,
             bp_crisis_sys_mmhg: 180.0,
-            bp_crisis_dia_mmhg: 120.0,
+            bp_crisis_dia_mmhg: 110.0,
             hypotension_sys_mmhg: 80.0,
             hypotension_symptom_sys_mmhg: 90.0,
             hypotension_symptom_window_min: 60,

@@ -6,7 +6,7 @@
 
 use vaka_gateway::model::{Content, EventKind, Metric};
 
-use super::patient::{DailyWeight, DeviceRef, Inserted, PatientState, Vital};
+use super::patient::{DailyWeight, DeviceRef, Inserted, PatientState, Symptom, Vital};
 
 /// What a message changed in the shared windows.
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct Absorbed {
     pub weight_days: Vec<i32>,
     /// New vital-sign readings (in time order).
     pub vitals: Vec<Vital>,
+    /// Data times of new `patient_symptom` events.
+    pub symptoms: Vec<vaka_gateway::UnixMillis>,
     /// Readings being assembled (reused, so absorbing allocates nothing).
     taken: Vec<Vital>,
 }
@@ -23,6 +25,7 @@ impl Absorbed {
     pub fn clear(&mut self) {
         self.weight_days.clear();
         self.vitals.clear();
+        self.symptoms.clear();
         self.taken.clear();
     }
 }
@@ -88,7 +91,14 @@ pub fn absorb(state: &mut PatientState, device: DeviceRef, content: &Content, ou
                 .iter()
                 .filter(|e| e.kind == EventKind::PatientSymptom)
             {
-                state.symptoms.insert(e.time, |t| *t);
+                let new = state.add_symptom(Symptom {
+                    time: e.time,
+                    device,
+                    text: e.text.as_deref().unwrap_or("").into(),
+                });
+                if new {
+                    out.symptoms.push(e.time);
+                }
             }
         }
         Content::Status(_) => {}

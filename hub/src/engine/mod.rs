@@ -252,6 +252,7 @@ impl Engine {
         let input = Input {
             weight_days: &scratch.weight_days,
             vitals: &scratch.vitals,
+            symptoms: &scratch.symptoms,
             ..input
         };
         self.run(p, None, device, arrived, book, out, |rule, state, ctx| {

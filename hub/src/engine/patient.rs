@@ -207,17 +207,34 @@ pub enum Remeasured {
     Spo2 = 3,
 }
 
-/// A dose of a medicine dispenser, from `dose_due` on.
+/// A dose of a medicine dispenser, from its first event on: usually
+/// `dose_due`, but its `dose_taken` may come first (earlier in the same
+/// pack, or in a message that arrived before the one with `dose_due`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dose {
     /// The dose id of the events (`vs`), e.g. "2026-12-01-morning".
     pub id: Box<str>,
-    pub due: UnixMillis,
+    /// `None` while only its `dose_taken` is known.
+    pub due: Option<UnixMillis>,
     pub device: DeviceRef,
+    /// The earliest `dose_taken`.
     pub taken: Option<UnixMillis>,
-    /// The dispenser reported it missed.
+    /// A `missed_dose` alert was raised for it (the dispenser reported it
+    /// missed, or the hub's clock passed its window).
     pub reported_missed: bool,
 }
+
+/// A `patient_symptom` event: when, from which device, and what (`vs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Symptom {
+    pub time: UnixMillis,
+    pub device: DeviceRef,
+    pub text: Box<str>,
+}
+
+/// Symptoms remembered per patient (`hypotension` looks an hour around a
+/// reading).
+pub const SYMPTOMS_KEPT: usize = 8;
 
 /// What the engine knows of one of the patient's devices.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,8 +242,9 @@ pub struct DeviceState {
     pub device: DeviceRef,
     /// The heartbeat the device promises (`hb`), if any.
     pub heartbeat_ms: Option<i64>,
-    /// Data time of its last status message.
-    pub last_status: Option<UnixMillis>,
+    /// Data time from which missing heartbeats are counted: its last status
+    /// message, or the message that ended an offline episode.
+    pub silent_since: Option<UnixMillis>,
     /// Its last will said offline, or heartbeats are missing.
     pub offline: bool,
     pub battery_low: bool,
@@ -241,7 +259,7 @@ impl DeviceState {
         DeviceState {
             device,
             heartbeat_ms: None,
-            last_status: None,
+            silent_since: None,
             offline: false,
             battery_low: false,
             last_battery: None,
@@ -316,8 +334,9 @@ pub struct PatientState {
     pub vitals: Window<Vital, 32>,
     /// A dangerous reading waiting for its repeat, per rule.
     pub pending: [Option<Vital>; 4],
-    /// Recent `patient_symptom` events (data times).
-    pub symptoms: Window<UnixMillis, 4>,
+    /// The last `patient_symptom` events, in data-time order (at most
+    /// [`SYMPTOMS_KEPT`]; on the heap, as few patients report any).
+    pub symptoms: Vec<Symptom>,
     /// Recent falls and cancellations (data times).
     pub falls: Window<UnixMillis, 4>,
     pub fall_cancels: Window<UnixMillis, 4>,
@@ -346,7 +365,7 @@ impl PatientState {
             weights: Window::default(),
             vitals: Window::default(),
             pending: [None; 4],
-            symptoms: Window::default(),
+            symptoms: Vec::new(),
             falls: Window::default(),
             fall_cancels: Window::default(),
             help_presses: Window::default(),
@@ -390,6 +409,23 @@ impl PatientState {
             .filter_map(|r| RuleId::parse(r))
             .fold(0, |set, r| set | r.bit());
         self.plan = plan;
+    }
+
+    /// Remembers a symptom in time order; a second of the same time and
+    /// text changes nothing. Returns whether it is new.
+    pub fn add_symptom(&mut self, symptom: Symptom) -> bool {
+        if self.symptoms.contains(&symptom) {
+            return false;
+        }
+        let at = self.symptoms.partition_point(|s| s.time <= symptom.time);
+        if at == 0 && self.symptoms.len() >= SYMPTOMS_KEPT {
+            return false;
+        }
+        self.symptoms.insert(at, symptom);
+        if self.symptoms.len() > SYMPTOMS_KEPT {
+            self.symptoms.remove(0);
+        }
+        true
     }
 
     pub fn device_mut(&mut self, device: DeviceRef) -> &mut DeviceState {

@@ -15,7 +15,9 @@
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{Event, EventKind, StatusField, StatusValue};
 
-use super::{Context, Decision, Evidence, Input, Rule, RuleId, local_day_hhmm, local_hhmm, sv};
+use super::{
+    Context, Decision, Evidence, Input, Rule, RuleId, local_day_hhmm, local_hhmm, sv, sv_exact,
+};
 use crate::engine::patient::{DeviceRef, Dose, PatientState};
 
 pub struct MissedDose;
@@ -44,6 +46,20 @@ fn dose_id(e: &Event) -> &str {
     e.text.as_deref().unwrap_or("")
 }
 
+/// How long after its due time a dose was taken: "60 min", "60 min 1 s"
+/// (never rounded onto the window it is compared with).
+fn after_due(ms: i64) -> String {
+    let (min, rest) = (
+        ms.div_euclid(UnixMillis::MINUTE),
+        ms.rem_euclid(UnixMillis::MINUTE),
+    );
+    if rest == 0 {
+        format!("{min} min")
+    } else {
+        format!("{min} min {} s", sv_exact(rest as f64 / 1000.0, 0, 3))
+    }
+}
+
 impl Rule for MissedDose {
     fn id(&self) -> RuleId {
         RuleId::MissedDose
@@ -51,114 +67,154 @@ impl Rule for MissedDose {
 
     fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
         let window = state.plan.thresholds.dose_window_ms();
-        for e in input.events {
-            match e.kind {
-                EventKind::DoseDue => {
-                    if state.doses.iter().any(|d| *d.id == *dose_id(e)) {
-                        continue;
-                    }
-                    remember(state, e, ctx.device, false);
-                    ctx.wake_at
-                        .push((e.time.plus_millis(window + 1), RuleId::MissedDose));
+        // The order of records in a pack says nothing about the order of
+        // events: a pack may hold a dose's `dose_taken` before its
+        // `dose_due`. So all dues first, then what became of them.
+        for kind in [
+            EventKind::DoseDue,
+            EventKind::DoseTaken,
+            EventKind::DoseMissed,
+        ] {
+            for e in input.events.iter().filter(|e| e.kind == kind) {
+                match kind {
+                    EventKind::DoseDue => due(state, e, window, ctx),
+                    EventKind::DoseTaken => taken(state, e, window, ctx),
+                    _ => missed(state, e, ctx),
                 }
-                EventKind::DoseTaken => {
-                    let Some(d) = state.doses.iter_mut().find(|d| *d.id == *dose_id(e)) else {
-                        continue;
-                    };
-                    if d.taken.is_some() {
-                        continue;
-                    }
-                    d.taken = Some(e.time);
-                    // Taken in time after all (the event came late): withdraw.
-                    if e.time.millis_since(d.due) <= window {
-                        ctx.out.push(Decision::Withdraw {
-                            rule: RuleId::MissedDose,
-                            patient_id: ctx.patient_id.to_owned(),
-                            measurement: None,
-                            trigger: d.due,
-                            reason: format!(
-                                "Återkallat: dosen togs kl. {}, inom tiden.",
-                                local_hhmm(e.time, state.tz)
-                            ),
-                        });
-                    }
-                }
-                EventKind::DoseMissed => {
-                    let due = match state.doses.iter_mut().find(|d| *d.id == *dose_id(e)) {
-                        Some(d) if d.taken.is_none() && !d.reported_missed => {
-                            d.reported_missed = true;
-                            d.due
-                        }
-                        Some(_) => continue,
-                        // A dose we never heard was due: remember it, so a
-                        // second report of it changes nothing.
-                        None => {
-                            remember(state, e, ctx.device, true);
-                            e.time
-                        }
-                    };
-                    let text = format!(
-                        "Dosen {} (utsatt {}) är inte tagen: dispensern rapporterar missad dos.",
-                        quoted(dose_id(e)),
-                        local_day_hhmm(due, state.tz)
-                    );
-                    raise(
-                        state,
-                        due,
-                        text,
-                        vec![event_evidence(ctx.device, e.kind, e.time, ctx)],
-                        ctx,
-                    );
-                }
-                _ => {}
             }
         }
     }
 
     fn on_deadline(&self, state: &mut PatientState, ctx: &mut Context<'_>) {
         let window = state.plan.thresholds.dose_window_ms();
-        // Not taken in time: not at all, or later than the window.
-        let late = |d: &Dose| d.taken.is_none_or(|t| t.millis_since(d.due) > window);
-        let due: Vec<Dose> = state
+        // Not taken in time: not at all, or later than the window (taken
+        // exactly at its end is in time).
+        let late = |d: &Dose, due: UnixMillis| {
+            d.taken.is_none_or(|t| t.millis_since(due) > window)
+                && ctx.now.millis_since(due) > window
+        };
+        let overdue: Vec<(Dose, UnixMillis)> = state
             .doses
             .iter()
-            .filter(|d| late(d) && !d.reported_missed && ctx.now.millis_since(d.due) > window)
-            .cloned()
+            .filter(|d| !d.reported_missed)
+            .filter_map(|d| {
+                d.due
+                    .filter(|&due| late(d, due))
+                    .map(|due| (d.clone(), due))
+            })
             .collect();
-        for d in due {
+        for (d, due) in overdue {
             if let Some(slot) = state.doses.iter_mut().find(|x| x.id == d.id) {
                 slot.reported_missed = true;
             }
             let text = match d.taken {
                 Some(t) => format!(
-                    "Dosen {} (utsatt {}) togs för sent: {} min efter utsatt tid.",
+                    "Dosen {} (utsatt {}) togs för sent: {} efter utsatt tid.",
                     quoted(&d.id),
-                    local_day_hhmm(d.due, state.tz),
-                    t.millis_since(d.due) / UnixMillis::MINUTE
+                    local_day_hhmm(due, state.tz),
+                    after_due(t.millis_since(due))
                 ),
                 None => format!(
                     "Dosen {} (utsatt {}) är inte tagen {} min efter utsatt tid.",
                     quoted(&d.id),
-                    local_day_hhmm(d.due, state.tz),
+                    local_day_hhmm(due, state.tz),
                     state.plan.thresholds.dose_window_min
                 ),
             };
-            let ev = vec![event_evidence(d.device, EventKind::DoseDue, d.due, ctx)];
-            raise(state, d.due, text, ev, ctx);
+            let mut ev = vec![event_evidence(d.device, EventKind::DoseDue, due, ctx)];
+            if let Some(t) = d.taken {
+                ev.push(event_evidence(d.device, EventKind::DoseTaken, t, ctx));
+            }
+            raise(state, due, text, ev, ctx);
         }
     }
 }
 
+/// A `dose_due`: the hub's clock will look for its `dose_taken` when the
+/// window has passed.
+fn due(state: &mut PatientState, e: &Event, window: i64, ctx: &mut Context<'_>) {
+    match state.doses.iter_mut().find(|d| *d.id == *dose_id(e)) {
+        // Known already (a second `dose_due` of the id changes nothing).
+        Some(d) if d.due.is_some() => return,
+        // Its `dose_taken` came first.
+        Some(d) => d.due = Some(e.time),
+        None => remember(state, dose_id(e), Some(e.time), None, ctx.device, false),
+    }
+    ctx.wake_at
+        .push((e.time.plus_millis(window + 1), RuleId::MissedDose));
+}
+
+/// A `dose_taken`: remembered (also before its `dose_due` is known); when
+/// it proves an alert already raised wrong (taken in time, delivered
+/// late), the alert is withdrawn.
+fn taken(state: &mut PatientState, e: &Event, window: i64, ctx: &mut Context<'_>) {
+    let Some(d) = state.doses.iter_mut().find(|d| *d.id == *dose_id(e)) else {
+        remember(state, dose_id(e), None, Some(e.time), ctx.device, false);
+        return;
+    };
+    if d.taken.is_some_and(|t| t <= e.time) {
+        return;
+    }
+    d.taken = Some(e.time);
+    if let Some(due) = d.due
+        && d.reported_missed
+        && e.time.millis_since(due) <= window
+    {
+        ctx.out.push(Decision::Withdraw {
+            rule: RuleId::MissedDose,
+            patient_id: ctx.patient_id.to_owned(),
+            measurement: None,
+            trigger: due,
+            reason: format!(
+                "Återkallat: dosen togs kl. {}, inom tiden.",
+                local_hhmm(e.time, state.tz)
+            ),
+        });
+    }
+}
+
+/// The dispenser's own `dose_missed`: raised at once, unless the dose was
+/// taken or an alert for it was raised already.
+fn missed(state: &mut PatientState, e: &Event, ctx: &mut Context<'_>) {
+    let due = match state.doses.iter_mut().find(|d| *d.id == *dose_id(e)) {
+        Some(d) if d.taken.is_none() && !d.reported_missed => {
+            d.reported_missed = true;
+            *d.due.get_or_insert(e.time)
+        }
+        Some(_) => return,
+        // A dose we never heard was due: remember it, so a second report
+        // of it changes nothing.
+        None => {
+            remember(state, dose_id(e), Some(e.time), None, ctx.device, true);
+            e.time
+        }
+    };
+    let text = format!(
+        "Dosen {} (utsatt {}) är inte tagen: dispensern rapporterar missad dos.",
+        quoted(dose_id(e)),
+        local_day_hhmm(due, state.tz)
+    );
+    let ev = vec![event_evidence(ctx.device, e.kind, e.time, ctx)];
+    raise(state, due, text, ev, ctx);
+}
+
 /// Keeps a dose (the last `DOSES_KEPT`).
-fn remember(state: &mut PatientState, e: &Event, device: DeviceRef, reported_missed: bool) {
+fn remember(
+    state: &mut PatientState,
+    id: &str,
+    due: Option<UnixMillis>,
+    taken: Option<UnixMillis>,
+    device: DeviceRef,
+    reported_missed: bool,
+) {
     if state.doses.len() >= DOSES_KEPT {
         state.doses.remove(0);
     }
     state.doses.push(Dose {
-        id: dose_id(e).into(),
-        due: e.time,
+        id: id.into(),
+        due,
         device,
-        taken: None,
+        taken,
         reported_missed,
     });
 }
@@ -340,6 +396,122 @@ mod tests {
                 "taken after {taken_after_min:?} min"
             );
         }
+    }
+
+    fn due_and_taken(h: &mut Harness, due: UnixMillis, taken_ms: i64, taken_first: bool) {
+        let mut pack = vec![
+            Harness::dose_event(due, EventKind::DoseDue, "d1"),
+            Harness::dose_event(due.plus_millis(taken_ms), EventKind::DoseTaken, "d1"),
+        ];
+        if taken_first {
+            pack.reverse();
+        }
+        h.events("disp-1", pack);
+    }
+
+    /// `dose_due` and `dose_taken` of one dose in one pack (an upload of
+    /// what the dispenser kept while offline, or simply a pack after the
+    /// dose): taken within the window, nothing is ever raised, in either
+    /// record order, whenever the pack arrives.
+    #[test]
+    fn due_and_taken_in_one_pack_raise_nothing() {
+        let due = at(0, "08:00");
+        for taken_first in [false, true] {
+            for taken_ms in [0, 20 * MIN, 60 * MIN] {
+                for arrives_after_ms in [None, Some(61 * MIN), Some(5 * 60 * MIN)] {
+                    let mut h = Harness::new();
+                    if let Some(a) = arrives_after_ms {
+                        h.arrive_at(due.plus_millis(a));
+                    }
+                    due_and_taken(&mut h, due, taken_ms, taken_first);
+                    h.tick(due.plus_millis(24 * 60 * MIN));
+                    let case = format!(
+                        "taken after {taken_ms} ms, taken first: {taken_first}, arrived after {arrives_after_ms:?}"
+                    );
+                    assert!(h.explanations(RuleId::MissedDose).is_empty(), "{case}");
+                    assert_eq!(h.withdrawals(), 0, "nothing to withdraw: {case}");
+                }
+            }
+        }
+    }
+
+    /// The window includes its end: taken exactly 60 min after due is in
+    /// time, 60 min and 1 s after is late, and the text says by how much.
+    #[test]
+    fn taken_at_the_end_of_the_window_or_a_second_later() {
+        let due = at(0, "08:00");
+        for taken_first in [false, true] {
+            let mut h = Harness::new();
+            due_and_taken(&mut h, due, 60 * MIN + 1000, taken_first);
+            h.tick(due.plus_millis(3 * 60 * MIN));
+            assert_eq!(
+                h.explanations(RuleId::MissedDose),
+                [
+                    "Dosen \u{201d}d1\u{201d} (utsatt 1/11 08:00) togs för sent: 60 min 1 s efter utsatt tid."
+                ],
+                "taken first: {taken_first}"
+            );
+            let f = h.raises(RuleId::MissedDose).next().expect("raised");
+            let names: Vec<&str> = f.evidence.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(names, ["dose_due", "dose_taken"]);
+        }
+    }
+
+    /// The plan's window, 5 min to 5 h, with the same boundary.
+    #[test]
+    fn the_plans_window_from_5_min_to_5_h() {
+        let due = at(0, "08:00");
+        for (window_min, taken_ms, missed) in [
+            (5, 5 * MIN, false),
+            (5, 5 * MIN + 1000, true),
+            (300, 300 * MIN, false),
+            (300, 300 * MIN + 1000, true),
+        ] {
+            let mut h = Harness::with_plan(
+                serde_json::json!({"thresholds": {"dose_window_min": window_min}}),
+            );
+            due_and_taken(&mut h, due, taken_ms, false);
+            h.tick(due.plus_millis(24 * 60 * MIN));
+            assert_eq!(
+                h.explanations(RuleId::MissedDose).len(),
+                usize::from(missed),
+                "window {window_min} min, taken after {taken_ms} ms"
+            );
+            // Nothing taken at all: raised when the window has passed.
+            let mut h = Harness::with_plan(
+                serde_json::json!({"thresholds": {"dose_window_min": window_min}}),
+            );
+            h.dose(due, EventKind::DoseDue, "d1");
+            h.tick(due.plus_millis(i64::from(window_min) * MIN));
+            assert!(!h.active(RuleId::MissedDose), "window {window_min} min");
+            h.tick(due.plus_millis(i64::from(window_min) * MIN + 1));
+            assert!(h.active(RuleId::MissedDose), "window {window_min} min");
+        }
+    }
+
+    /// A `dose_taken` that arrives in a message before the one with its
+    /// `dose_due` (both late) is kept for it.
+    #[test]
+    fn taken_arriving_before_its_due_is_kept() {
+        let due = at(0, "08:00");
+        let mut h = Harness::new();
+        h.arrive_at(due.plus_millis(3 * 60 * MIN));
+        h.dose(due.plus_millis(10 * MIN), EventKind::DoseTaken, "d1");
+        h.dose(due, EventKind::DoseDue, "d1");
+        h.tick(due.plus_millis(24 * 60 * MIN));
+        assert!(h.explanations(RuleId::MissedDose).is_empty());
+        // Taken too late, in the same order: raised, once.
+        let mut h = Harness::new();
+        h.arrive_at(due.plus_millis(3 * 60 * MIN));
+        h.dose(due.plus_millis(90 * MIN), EventKind::DoseTaken, "d1");
+        h.dose(due, EventKind::DoseDue, "d1");
+        h.tick(due.plus_millis(24 * 60 * MIN));
+        assert_eq!(
+            h.explanations(RuleId::MissedDose),
+            [
+                "Dosen \u{201d}d1\u{201d} (utsatt 1/11 08:00) togs för sent: 90 min efter utsatt tid."
+            ]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::Metric;
 
-use super::{Context, Evidence, Input, Rule, RuleId, local_hhmm, sv};
+use super::{Context, Evidence, Input, Rule, RuleId, local_hhmm, sv, sv_exact, sv_near};
 use crate::engine::ctg::CtgStatus;
 use crate::engine::patient::{CtgState, PatientState};
 
@@ -94,12 +94,16 @@ impl Rule for FetalBaseline {
         }
         let threshold = format!(
             "basalnivå {}–{} slag/min (senaste 10 min)",
-            sv(t.fetal_baseline_low_bpm, 0),
-            sv(t.fetal_baseline_high_bpm, 0)
+            sv_exact(t.fetal_baseline_low_bpm, 0, 1),
+            sv_exact(t.fetal_baseline_high_bpm, 0, 1)
         );
         let text = format!(
             "Fostrets hjärtfrekvens, basalnivå {} slag/min de senaste 10 min kl. {} ({what}). Gräns: {threshold}.",
-            sv(baseline, 0),
+            sv_near(
+                baseline,
+                0,
+                &[t.fetal_baseline_low_bpm, t.fetal_baseline_high_bpm]
+            ),
             local_hhmm(now, tz)
         );
         let ev = vec![evidence(
@@ -138,7 +142,7 @@ impl Rule for FetalVariability {
         }
         let threshold = format!(
             "STV < {} ms över ≥ {} min signal, eller amplitud < {} slag/min i > {} min",
-            sv(t.fetal_stv_low_ms, 0),
+            sv_exact(t.fetal_stv_low_ms, 0, 1),
             t.fetal_stv_min_valid_min,
             sv(t.fetal_amplitude_low_bpm, 0),
             t.fetal_amplitude_low_min
@@ -149,7 +153,7 @@ impl Rule for FetalVariability {
                 ev.push(evidence(c, "fhr_stv", stv, "ms", now, ctx));
                 format!(
                     "Låg korttidsvariabilitet hos fostret: STV {} ms över {} min signal. Gräns: {threshold}.",
-                    sv(stv, 1),
+                    sv_near(stv, 1, &[t.fetal_stv_low_ms]),
                     s.stv_minutes
                 )
             }
@@ -207,7 +211,7 @@ impl Rule for FetalDeceleration {
         let text = format!(
             "Deceleration hos fostret sedan kl. {}: {} slag/min under basalnivån {} (lägst {}) i {} min. Gräns: {threshold}.",
             local_hhmm(d.start, tz),
-            sv(d.depth_bpm, 0),
+            sv_near(d.depth_bpm, 0, &[t.fetal_deceleration_bpm]),
             sv(d.baseline_bpm, 0),
             sv(d.nadir_bpm, 0),
             sv(d.duration_ms as f64 / 60_000.0, 1)
@@ -266,12 +270,12 @@ impl Rule for CtgSignalLoss {
             }
             let threshold = format!(
                 "> {} % saknade mätvärden efter ≥ {} min",
-                sv(t.ctg_signal_loss_pct, 0),
+                sv_exact(t.ctg_signal_loss_pct, 0, 1),
                 t.ctg_signal_loss_after_min
             );
             let text = format!(
                 "Dålig CTG-signal: {} % av mätvärdena saknas sedan start kl. {}. Be patienten justera givaren. Gräns: {threshold}.",
-                sv(s.signal_loss_pct, 0),
+                sv_near(s.signal_loss_pct, 0, &[t.ctg_signal_loss_pct]),
                 local_hhmm(c.session.start(), tz)
             );
             let ev = vec![evidence(c, "signal_loss", s.signal_loss_pct, "%", now, ctx)];

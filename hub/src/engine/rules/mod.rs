@@ -243,6 +243,8 @@ pub struct Input<'a> {
     pub weight_days: &'a [i32],
     /// Vital-sign readings new in the window (in time order).
     pub vitals: &'a [Vital],
+    /// Data times of `patient_symptom` events new in the patient's state.
+    pub symptoms: &'a [UnixMillis],
 }
 
 /// What a rule may know and do besides its patient's state.
@@ -371,6 +373,42 @@ pub fn sv(value: f64, decimals: usize) -> String {
     format!("{value:.decimals$}").replace('.', ",")
 }
 
+/// A reading (or a threshold) as given: at least `min` and at most `max`
+/// decimals, as many as the value has. Shown at its own resolution, a
+/// value never rounds onto a limit it is compared with: SpO2 91.6 % is
+/// "91,6 %" beside "under 92 %", not "92 %"; 91 is "91".
+pub fn sv_exact(value: f64, min: usize, max: usize) -> String {
+    let mut s = format!("{value:.max$}");
+    if let Some(dot) = s.find('.') {
+        let keep = dot + 1 + min;
+        while s.len() > keep && s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    s.replace('.', ",")
+}
+
+/// A computed value (a mean, a baseline, a share) beside the `limits` it was
+/// compared with: `decimals` places, or up to two more while rounding would
+/// put it on a limit it is not on (a baseline of 160.4 bpm is "160,4", not
+/// "160", beside "Gräns: 110–160").
+pub fn sv_near(value: f64, decimals: usize, limits: &[f64]) -> String {
+    let lands = |d: usize| {
+        let shown = format!("{value:.d$}");
+        limits
+            .iter()
+            .any(|&l| value != l && format!("{l:.d$}") == shown)
+    };
+    let mut d = decimals;
+    while d < decimals + 2 && lands(d) {
+        d += 1;
+    }
+    sv(value, d)
+}
+
 /// A local clock time "14:32" in the patient's time zone.
 pub fn local_hhmm(t: UnixMillis, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(t.0)
@@ -387,3 +425,34 @@ pub fn local_day_hhmm(t: UnixMillis, tz: chrono_tz::Tz) -> String {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_are_shown_at_their_own_resolution() {
+        assert_eq!(sv_exact(91.6, 0, 1), "91,6");
+        assert_eq!(sv_exact(91.0, 0, 1), "91");
+        assert_eq!(sv_exact(120.4, 0, 1), "120,4");
+        assert_eq!(sv_exact(80.0, 1, 2), "80,0");
+        assert_eq!(sv_exact(80.15, 1, 2), "80,15");
+        assert_eq!(sv_exact(80.1, 1, 2), "80,1");
+        assert_eq!(sv_exact(78.04, 1, 2), "78,04");
+        assert_eq!(sv_exact(-0.5, 0, 1), "-0,5");
+    }
+
+    #[test]
+    fn computed_values_do_not_round_onto_their_limits() {
+        let limits = [110.0, 160.0];
+        assert_eq!(sv_near(160.4, 0, &limits), "160,4");
+        assert_eq!(sv_near(159.6, 0, &limits), "159,6");
+        assert_eq!(sv_near(160.0, 0, &limits), "160");
+        assert_eq!(sv_near(161.4, 0, &limits), "161");
+        assert_eq!(sv_near(109.5, 0, &limits), "109,5");
+        // At most two more places.
+        assert_eq!(sv_near(160.0001, 0, &limits), "160,00");
+        assert_eq!(sv_near(2.96, 1, &[3.0]), "2,96");
+        assert_eq!(sv_near(2.94, 1, &[3.0]), "2,9");
+    }
+}

@@ -3,8 +3,12 @@
 //!
 //! - `device_offline` (low): the device's last will says `offline`, or
 //!   3 × its promised heartbeat (`hb`) passed without a status message
-//!   (only devices that send `hb`; most scales sleep between readings).
-//!   Clears at the device's next message.
+//!   (only devices that send `hb`; most scales sleep between readings):
+//!   exactly 3 × `hb` of silence is not yet offline, a millisecond more is.
+//!   Clears at the device's next message, and the count of missed
+//!   heartbeats starts again from that message. One alert per episode: a
+//!   last will that comes after the heartbeats were already found missing
+//!   (or the other way round) is the same episode, and raises nothing more.
 //! - `low_battery` (low): `batt` ≤ 20 %; clears at ≥ 30 % (hysteresis, so a
 //!   battery hovering at 21 % does not flap).
 //! - `device_flooding` (medium, for administrators, no patient): the
@@ -16,7 +20,7 @@
 use vaka_gateway::model::{StatusField, StatusValue};
 use vaka_gateway::{LimitReport, RejectCode, UnixMillis};
 
-use super::{Context, Decision, Evidence, Finding, Input, Rule, RuleId, local_day_hhmm, sv};
+use super::{Context, Decision, Evidence, Finding, Input, Rule, RuleId, local_day_hhmm, sv_exact};
 use crate::engine::patient::{DeviceRef, PatientState};
 
 pub struct DeviceOffline;
@@ -91,10 +95,13 @@ impl Rule for DeviceOffline {
         }
         if !input.status.is_empty() {
             let t = input.status.iter().map(|s| s.time).max().unwrap_or(newest);
-            d.last_status = d.last_status.max(Some(t));
+            d.silent_since = d.silent_since.max(Some(t));
         }
-        let (heartbeat, last_status) = (d.heartbeat_ms, d.last_status);
         if let Some(s) = says_offline {
+            if d.offline {
+                // Found silent by its heartbeats already: the same episode.
+                return;
+            }
             d.offline = true;
             let text = format!(
                 "Enheten {} har kopplats från ({}). Mätningar från den kommer inte fram.",
@@ -121,6 +128,10 @@ impl Rule for DeviceOffline {
         }
         if d.offline {
             d.offline = false;
+            // The episode is over: missing heartbeats count from here, not
+            // from the status message before it (which would find the
+            // device silent again at once).
+            d.silent_since = d.silent_since.max(Some(newest));
             ctx.clear(
                 RuleId::DeviceOffline,
                 Some(device),
@@ -130,7 +141,7 @@ impl Rule for DeviceOffline {
                 newest.max(ctx.now),
             );
         }
-        if let (Some(hb), Some(last)) = (heartbeat, last_status) {
+        if let (Some(hb), Some(last)) = (d.heartbeat_ms, d.silent_since) {
             ctx.wake_at.push((
                 last.plus_millis(hb * i64::from(missed) + 1),
                 RuleId::DeviceOffline,
@@ -144,7 +155,7 @@ impl Rule for DeviceOffline {
         let now = ctx.now;
         let mut silent = Vec::new();
         for d in state.devices.iter_mut() {
-            let (Some(hb), Some(last)) = (d.heartbeat_ms, d.last_status) else {
+            let (Some(hb), Some(last)) = (d.heartbeat_ms, d.silent_since) else {
                 continue;
             };
             let deadline = last.plus_millis(hb * i64::from(missed));
@@ -159,7 +170,7 @@ impl Rule for DeviceOffline {
                 ctx.device_name(device),
                 local_day_hhmm(last, tz),
                 missed,
-                hb / 1000
+                sv_exact(hb as f64 / 1000.0, 0, 3)
             );
             let threshold = format!("{missed} × livstecken utan statusmeddelande");
             let ev = vec![status_evidence(
@@ -209,7 +220,7 @@ impl Rule for LowBattery {
                 let text = format!(
                     "Batteriet i {} är nästan slut ({} %). Be patienten ladda eller byta batteri.",
                     ctx.device_name(device),
-                    sv(*pct, 0)
+                    sv_exact(*pct, 0, 1)
                 );
                 let ev = vec![status_evidence(
                     device,
@@ -222,7 +233,7 @@ impl Rule for LowBattery {
                     RuleId::LowBattery,
                     device,
                     text,
-                    format!("≤ {} %", sv(low, 0)),
+                    format!("≤ {} %", sv_exact(low, 0, 1)),
                     ev,
                     s.time,
                     ctx,
@@ -232,7 +243,7 @@ impl Rule for LowBattery {
                 ctx.clear(
                     RuleId::LowBattery,
                     Some(device),
-                    format!("Batteriet laddat: {} %.", sv(*pct, 0)),
+                    format!("Batteriet laddat: {} %.", sv_exact(*pct, 0, 1)),
                     s.time,
                 );
             }
@@ -301,6 +312,100 @@ mod tests {
 
     const SEC: i64 = UnixMillis::SECOND;
 
+    fn offline_raises(h: &Harness) -> usize {
+        h.explanations(RuleId::DeviceOffline).len()
+    }
+
+    /// A reading (not a status message) from the fall sensor.
+    fn reading(h: &mut Harness, t: UnixMillis) {
+        use vaka_gateway::model::{Content, Metric, Observation};
+        let obs = vec![Observation {
+            time: t,
+            metric: Metric::Hr,
+            value: 70.0,
+        }];
+        h.send("fall-1", Content::Observations(obs), t);
+    }
+
+    #[test]
+    fn silence_of_exactly_three_heartbeats_is_not_yet_offline() {
+        let mut h = Harness::new();
+        let t = at(0, "10:00");
+        h.status_hb(t, 60.0);
+        h.tick(t.plus_millis(180 * SEC));
+        assert!(!h.active_device(RuleId::DeviceOffline, "fall-1"));
+        h.tick(t.plus_millis(180 * SEC + 1));
+        assert!(h.active_device(RuleId::DeviceOffline, "fall-1"));
+        assert_eq!(
+            h.explanations(RuleId::DeviceOffline),
+            ["Enheten fall-1 har inte hörts av sedan 1/11 10:00 (3 missade livstecken à 60 s)."]
+        );
+    }
+
+    #[test]
+    fn a_status_message_restarts_the_count() {
+        let mut h = Harness::new();
+        let t = at(0, "10:00");
+        h.status_hb(t, 60.0);
+        // At 2.9 heartbeats a battery report: the count starts again.
+        let again = t.plus_millis(174 * SEC);
+        h.battery(again, 80.0);
+        h.tick(t.plus_millis(180 * SEC + 1));
+        assert!(!h.active_device(RuleId::DeviceOffline, "fall-1"));
+        h.tick(again.plus_millis(180 * SEC));
+        assert!(!h.active_device(RuleId::DeviceOffline, "fall-1"));
+        h.tick(again.plus_millis(180 * SEC + 1));
+        assert!(h.active_device(RuleId::DeviceOffline, "fall-1"));
+        assert_eq!(offline_raises(&h), 1);
+    }
+
+    /// An offline last will and missing heartbeats are one episode, in
+    /// either order: one raise.
+    #[test]
+    fn one_alert_per_episode() {
+        // Heartbeats missing first, then the broker's last will.
+        let mut h = Harness::new();
+        let t = at(0, "10:00");
+        h.status_hb(t, 60.0);
+        h.tick(t.plus_millis(181 * SEC));
+        assert_eq!(offline_raises(&h), 1);
+        h.status_conn(t.plus_millis(200 * SEC), "offline");
+        h.tick(t.plus_millis(3_600 * SEC));
+        assert_eq!(offline_raises(&h), 1);
+        assert_eq!(h.book.active().map(|a| a.count).collect::<Vec<_>>(), [1]);
+
+        // The last will first, then the heartbeat deadline passes.
+        let mut h = Harness::new();
+        h.status_hb(t, 60.0);
+        h.status_conn(t.plus_millis(30 * SEC), "offline");
+        assert_eq!(offline_raises(&h), 1);
+        h.tick(t.plus_millis(3_600 * SEC));
+        assert_eq!(offline_raises(&h), 1);
+    }
+
+    /// The next message ends the episode, and missing heartbeats are
+    /// counted again from it: a reading (no status) does not leave the
+    /// device to be found silent again at once.
+    #[test]
+    fn the_message_that_ends_an_episode_restarts_the_count() {
+        let mut h = Harness::new();
+        let t = at(0, "10:00");
+        h.status_hb(t, 60.0);
+        h.tick(t.plus_millis(181 * SEC));
+        assert!(h.active_device(RuleId::DeviceOffline, "fall-1"));
+        let back = t.plus_millis(300 * SEC);
+        reading(&mut h, back);
+        assert!(!h.active_device(RuleId::DeviceOffline, "fall-1"));
+        h.tick(back.plus_millis(SEC));
+        h.tick(back.plus_millis(180 * SEC));
+        assert!(!h.active_device(RuleId::DeviceOffline, "fall-1"));
+        assert_eq!(offline_raises(&h), 1);
+        // Silent again for 3 heartbeats after it: a new episode.
+        h.tick(back.plus_millis(180 * SEC + 1));
+        assert!(h.active_device(RuleId::DeviceOffline, "fall-1"));
+        assert_eq!(offline_raises(&h), 2);
+    }
+
     #[test]
     fn the_last_will_and_missing_heartbeats() {
         let mut h = Harness::new();
@@ -337,6 +442,7 @@ mod tests {
         for (i, (pct, low)) in [
             (50.0, false),
             (21.0, false),
+            (20.4, false),
             (20.0, true),
             (25.0, true),
             (29.0, true),

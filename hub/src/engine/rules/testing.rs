@@ -181,6 +181,22 @@ impl Harness {
         self.send("bp-1", Content::Events(ev), t);
     }
 
+    /// Several events in one pack from `device`, in the order given; the
+    /// pack arrives at its latest data time (unless `arrive_at`).
+    pub fn events(&mut self, device: &str, events: Vec<Event>) {
+        let t = events.iter().map(|e| e.time).max().unwrap_or(UnixMillis(0));
+        self.send(device, Content::Events(events), t);
+    }
+
+    /// A dispenser event with a dose id, for [`Harness::events`].
+    pub fn dose_event(t: UnixMillis, kind: EventKind, id: &str) -> Event {
+        Event {
+            time: t,
+            kind,
+            text: Some(id.to_owned()),
+        }
+    }
+
     /// A dispenser event with a dose id.
     pub fn dose(&mut self, t: UnixMillis, kind: EventKind, id: &str) {
         let text = (!id.is_empty()).then(|| id.to_owned());
@@ -277,11 +293,24 @@ impl Harness {
         self.raises(rule).map(|f| f.confirmed).collect()
     }
 
-    fn raises(&self, rule: RuleId) -> impl Iterator<Item = &super::Finding> {
+    pub fn raises(&self, rule: RuleId) -> impl Iterator<Item = &super::Finding> {
         self.decisions.iter().filter_map(move |d| match d {
             Decision::Raise(f) if f.rule == rule => Some(f),
             _ => None,
         })
+    }
+
+    /// The `reason` of every `remeasure` command, in order.
+    pub fn command_reasons(&self) -> Vec<String> {
+        self.decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Command { json, .. } => serde_json::from_str::<serde_json::Value>(json)
+                    .ok()
+                    .and_then(|v| v["reason"].as_str().map(str::to_owned)),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn commands(&self) -> usize {

@@ -6,7 +6,7 @@
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::{Metric, Observation};
 
-use super::{Context, Evidence, Input, Rule, RuleId, sv};
+use super::{Context, Evidence, Input, Rule, RuleId, sv_exact, sv_near};
 use crate::engine::patient::{PatientState, Vital};
 
 pub struct BpAverage;
@@ -67,15 +67,15 @@ impl Rule for BpAverage {
         let week: Vec<Vital> = state.vitals.items().filter(in_week).copied().collect();
         let threshold = format!(
             "medel ≥ {}/{} mmHg (minst {} mätningar på {} dagar, 7 dygn)",
-            sv(t.bp_average_sys_mmhg, 0),
-            sv(t.bp_average_dia_mmhg, 0),
+            sv_exact(t.bp_average_sys_mmhg, 0, 1),
+            sv_exact(t.bp_average_dia_mmhg, 0, 1),
             t.bp_average_min_readings,
             t.bp_average_min_days
         );
         let explanation = format!(
             "Medelblodtryck {}/{} mmHg senaste 7 dygnen ({n} mätningar, {days} dagar). Gräns: {threshold}.",
-            sv(sys, 0),
-            sv(dia, 0),
+            sv_near(sys, 0, &[t.bp_average_sys_mmhg]),
+            sv_near(dia, 0, &[t.bp_average_dia_mmhg]),
         );
         let evidence = week
             .iter()

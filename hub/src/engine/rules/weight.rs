@@ -1,17 +1,25 @@
 //! Weight: fluid retention in heart failure shows on the scale days before
 //! breathlessness does. The engine keeps the first weight of each local day
-//! (`engine::absorb`); these rules compare those, at 0.1 kg as the contract
-//! says, so a later weighing the same day (after breakfast) never counts.
+//! (`engine::absorb`); these rules compare those, so a later weighing the
+//! same day (after breakfast) never counts.
 //!
-//! - `weight_gain_1d`: > +1.5 kg above the previous day's first weight.
-//! - `weight_gain_3d`: > +2.0 kg above the first weight three days earlier.
-//!   When the patient did not weigh herself that day, the earliest first
-//!   weight of the two days in between is the reference: a gain over the
-//!   threshold in fewer days is no less alarming, and the text says how
-//!   many days it took.
+//! - `weight_gain_1d`: the first weight of a day is more than +1.5 kg above
+//!   the previous day's first weight (no weighing the day before: nothing
+//!   to compare with).
+//! - `weight_gain_3d`: the first weight of a day is more than +2.0 kg above
+//!   the lowest first weight of the 3 days before it (ESC: > 2 kg in 3
+//!   days), so a gain after a dip counts in full (80.0 → 78.0 → 80.2 kg is
+//!   +2.2 kg), and days without a weighing are simply not among them. The
+//!   text says how many days the gain took.
 //! - `weight_trend`: the EWMA (α = 0.3) of daily first weights is more than
 //!   1.0 kg above the dry weight the physician set and has risen at every
 //!   weighing of the last 7 days.
+//!
+//! "Compared at 0.1 kg" (the contract): the gain, the difference of the two
+//! weights in grams, is rounded to the nearest 0.1 kg (a half upwards)
+//! before it is compared: +2.04 kg is +2.0 and does not exceed 2.0, +2.05
+//! and +2.06 are +2.1 and do. The text shows the rounded gain and the two
+//! weights as the scale gave them.
 //!
 //! A new first weight for a day is "today" for that day and a reference
 //! for up to three days after it, which may already be here when it
@@ -19,16 +27,23 @@
 
 use vaka_gateway::model::{Metric, Observation};
 
-use super::{Context, Evidence, Input, Rule, RuleId, sv};
+use super::{Context, Evidence, Input, Rule, RuleId, sv, sv_exact, sv_near};
 use crate::engine::patient::{DailyWeight, PatientState};
 
 pub struct WeightGain1d;
 pub struct WeightGain3d;
 pub struct WeightTrend;
 
-/// Tenths of a kg, as the contract compares.
-fn tenths(kg: f64) -> i64 {
-    (kg * 10.0).round() as i64
+/// The gain from `reference` to `today` in tenths of a kg: the difference
+/// in grams, rounded to the nearest 100 g, a half upwards.
+fn gain_tenths(today_kg: f64, reference_kg: f64) -> i64 {
+    let grams = |kg: f64| (kg * 1000.0).round() as i64;
+    (grams(today_kg) - grams(reference_kg) + 50).div_euclid(100)
+}
+
+/// A weight as the scale gave it: "80,0", "80,15".
+fn kg(value: f64) -> String {
+    sv_exact(value, 1, 2)
 }
 
 fn evidence(w: &DailyWeight, ctx: &Context<'_>) -> Evidence {
@@ -44,8 +59,8 @@ fn day(state: &mut PatientState, day: i32) -> Option<DailyWeight> {
     state.weights.find(day, |w| w.day)
 }
 
-/// Compares `today` with `reference`; raises `rule` when the gain is over
-/// `limit_kg`.
+/// Compares `today` with `reference`; raises `rule` when the gain, at
+/// 0.1 kg, is over `limit_kg`.
 fn gain(
     rule: RuleId,
     today: DailyWeight,
@@ -54,17 +69,19 @@ fn gain(
     window_days: i32,
     ctx: &mut Context<'_>,
 ) {
-    let gain = tenths(today.kg) - tenths(reference.kg);
-    if gain <= tenths(limit_kg) {
+    let gain = gain_tenths(today.kg, reference.kg);
+    // In hundredths, so that a limit of 1.5 is exactly 150 (and a plan's
+    // 1.55 is 155, which a gain of 1.6 exceeds).
+    if gain * 10 <= (limit_kg * 100.0).round() as i64 {
         return;
     }
     let days = today.day - reference.day;
-    let threshold = format!("+{} kg/{window_days} dygn", sv(limit_kg, 1));
+    let threshold = format!("+{} kg/{window_days} dygn", kg(limit_kg));
     let explanation = format!(
         "Vikt +{} kg på {days} dygn ({} → {} kg). Gräns: {threshold}.",
         sv(gain as f64 / 10.0, 1),
-        sv(reference.kg, 1),
-        sv(today.kg, 1),
+        kg(reference.kg),
+        kg(today.kg),
     );
     let ev = vec![evidence(&reference, ctx), evidence(&today, ctx)];
     let f = ctx.finding(rule, explanation, threshold, ev, today.time, today.time);
@@ -98,7 +115,11 @@ impl Rule for WeightGain3d {
         for &changed in input.weight_days {
             for d in changed..=changed + 3 {
                 let Some(today) = day(state, d) else { continue };
-                let reference = (d - 3..d).find_map(|r| day(state, r));
+                // The lowest first weight of the 3 days before (the
+                // earliest of equal ones).
+                let reference = (d - 3..d)
+                    .filter_map(|r| day(state, r))
+                    .reduce(|low, w| if w.kg < low.kg { w } else { low });
                 if let Some(reference) = reference {
                     gain(RuleId::WeightGain3d, today, reference, limit, 3, ctx);
                 }
@@ -155,13 +176,13 @@ impl Rule for WeightTrend {
         }
         let threshold = format!(
             "utjämnad vikt > torrvikt + {} kg, stigande {days} dygn",
-            sv(above, 1)
+            kg(above)
         );
         let explanation = format!(
             "Vikten stiger stadigt: utjämnat {} kg, {} kg över torrvikten {} kg, stigande {days} dygn. Gräns: {threshold}.",
-            sv(value, 1),
-            sv(value - dry, 1),
-            sv(dry, 1),
+            sv_near(value, 1, &[dry + above]),
+            sv_near(value - dry, 1, &[above]),
+            kg(dry),
         );
         let ev = series
             .iter()
@@ -195,6 +216,17 @@ mod tests {
     }
 
     #[test]
+    fn gains_are_rounded_to_a_tenth_before_they_are_compared() {
+        assert_eq!(gain_tenths(80.04, 78.0), 20);
+        assert_eq!(gain_tenths(80.05, 78.0), 21, "a half upwards");
+        assert_eq!(gain_tenths(80.06, 78.0), 21);
+        assert_eq!(gain_tenths(80.06, 78.04), 20);
+        assert_eq!(gain_tenths(79.54, 78.0), 15);
+        assert_eq!(gain_tenths(79.55, 78.0), 16);
+        assert_eq!(gain_tenths(78.0, 80.0), -20);
+    }
+
+    #[test]
     fn gain_over_3_days_hand_computed() {
         let r = RuleId::WeightGain3d;
         // Exactly +2.0 kg in 3 days does not fire; +2.1 does.
@@ -216,13 +248,16 @@ mod tests {
             ),
             ["Vikt +2,4 kg på 3 dygn (78,1 → 80,5 kg). Gräns: +2,0 kg/3 dygn."]
         );
-        // Compared at 0.1 kg: 78.04 → 80.06 is 78.0 → 80.1, fires.
+        // Compared at 0.1 kg: the difference is rounded first. +2.04 is
+        // 2.0 and does not fire; +2.06 is 2.1 and does.
+        assert!(case(r, &[(0, "07:00", 78.0), (3, "07:00", 80.04)]).is_empty());
         assert_eq!(
-            case(r, &[(0, "07:00", 78.04), (3, "07:00", 80.06)]).len(),
-            1
+            case(r, &[(0, "07:00", 78.0), (3, "07:00", 80.06)]),
+            ["Vikt +2,1 kg på 3 dygn (78,0 → 80,06 kg). Gräns: +2,0 kg/3 dygn."]
         );
-        // 78.06 → 80.04 is 78.1 → 80.0 (+1.9), does not.
-        assert!(case(r, &[(0, "07:00", 78.06), (3, "07:00", 80.04)]).is_empty());
+        // 78.04 → 80.06 is +2.02, so 2.0: silent (rounding each weight
+        // first would have made it 78.0 → 80.1 and fired).
+        assert!(case(r, &[(0, "07:00", 78.04), (3, "07:00", 80.06)]).is_empty());
         // Only the first reading of a day counts: the evening weight is heavier.
         assert!(
             case(
@@ -240,11 +275,6 @@ mod tests {
             .len(),
             1
         );
-        // No weighing 3 days ago: the earliest of the days in between is the reference.
-        assert_eq!(
-            case(r, &[(1, "07:00", 78.0), (3, "07:00", 80.2)]),
-            ["Vikt +2,2 kg på 2 dygn (78,0 → 80,2 kg). Gräns: +2,0 kg/3 dygn."]
-        );
         // Four days back is outside the window; weight loss never fires.
         assert!(case(r, &[(0, "07:00", 78.0), (4, "07:00", 81.0)]).is_empty());
         assert!(case(r, &[(0, "07:00", 82.0), (3, "07:00", 78.0)]).is_empty());
@@ -260,6 +290,90 @@ mod tests {
         );
     }
 
+    /// The reference is the lowest first weight of the 3 days before, not
+    /// the weight 3 days before: a gain after a dip counts in full.
+    #[test]
+    fn gain_over_3_days_from_the_lowest_of_the_3_days_before() {
+        let r = RuleId::WeightGain3d;
+        // 80.0 → 78.0 → (no weighing) → 80.2: +2.2 kg in 2 days.
+        assert_eq!(
+            case(
+                r,
+                &[(0, "07:00", 80.0), (1, "07:00", 78.0), (3, "07:00", 80.2)]
+            ),
+            ["Vikt +2,2 kg på 2 dygn (78,0 → 80,2 kg). Gräns: +2,0 kg/3 dygn."]
+        );
+        // The same on three days in a row: +2.2 kg in 1 day (and
+        // weight_gain_1d fires too).
+        let readings = [(0, "07:00", 80.0), (1, "07:00", 78.0), (2, "07:00", 80.2)];
+        assert_eq!(
+            case(r, &readings),
+            ["Vikt +2,2 kg på 1 dygn (78,0 → 80,2 kg). Gräns: +2,0 kg/3 dygn."]
+        );
+        assert_eq!(case(RuleId::WeightGain1d, &readings).len(), 1);
+        // The lowest is exactly 2.0 below: silent; 2.1 below: fires.
+        assert!(
+            case(
+                r,
+                &[
+                    (0, "07:00", 79.0),
+                    (1, "07:00", 78.5),
+                    (2, "07:00", 79.5),
+                    (3, "07:00", 80.5)
+                ]
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            case(
+                r,
+                &[
+                    (0, "07:00", 79.0),
+                    (1, "07:00", 78.4),
+                    (2, "07:00", 79.5),
+                    (3, "07:00", 80.5)
+                ]
+            ),
+            ["Vikt +2,1 kg på 2 dygn (78,4 → 80,5 kg). Gräns: +2,0 kg/3 dygn."]
+        );
+    }
+
+    #[test]
+    fn gain_over_3_days_with_a_missing_day_and_late_readings() {
+        let r = RuleId::WeightGain3d;
+        // No weighing 3 days ago: the days in between are the reference.
+        assert_eq!(
+            case(r, &[(1, "07:00", 78.0), (3, "07:00", 80.2)]),
+            ["Vikt +2,2 kg på 2 dygn (78,0 → 80,2 kg). Gräns: +2,0 kg/3 dygn."]
+        );
+        assert_eq!(
+            case(r, &[(1, "07:00", 78.0), (4, "07:00", 80.1)]),
+            ["Vikt +2,1 kg på 3 dygn (78,0 → 80,1 kg). Gräns: +2,0 kg/3 dygn."]
+        );
+        // A late first weight of an earlier day becomes the lowest: the
+        // later day fires when it arrives.
+        let mut h = Harness::new();
+        h.weight(at(0, "07:00"), 80.0);
+        h.weight(at(3, "07:00"), 80.2);
+        assert!(h.explanations(r).is_empty());
+        h.weight(at(1, "07:00"), 78.0);
+        assert_eq!(
+            h.explanations(r),
+            ["Vikt +2,2 kg på 2 dygn (78,0 → 80,2 kg). Gräns: +2,0 kg/3 dygn."]
+        );
+        // A late morning weight replaces an evening one as its day's first.
+        let mut h = Harness::new();
+        h.weight(at(0, "07:00"), 80.0);
+        h.weight(at(1, "19:00"), 79.0);
+        h.weight(at(3, "07:00"), 80.2);
+        assert!(h.explanations(r).is_empty(), "+1.2 above 79.0");
+        h.weight(at(1, "07:00"), 78.0);
+        assert_eq!(
+            h.explanations(r),
+            ["Vikt +2,2 kg på 2 dygn (78,0 → 80,2 kg). Gräns: +2,0 kg/3 dygn."]
+        );
+    }
+
     #[test]
     fn gain_over_1_day_hand_computed() {
         let r = RuleId::WeightGain1d;
@@ -271,8 +385,24 @@ mod tests {
             case(r, &[(0, "07:00", 78.0), (1, "07:00", 79.6)]),
             ["Vikt +1,6 kg på 1 dygn (78,0 → 79,6 kg). Gräns: +1,5 kg/1 dygn."]
         );
+        // Compared at 0.1 kg: +1.54 is 1.5, +1.55 is 1.6.
+        assert!(case(r, &[(0, "07:00", 78.0), (1, "07:00", 79.54)]).is_empty());
+        assert_eq!(
+            case(r, &[(0, "07:00", 78.0), (1, "07:00", 79.55)]),
+            ["Vikt +1,6 kg på 1 dygn (78,0 → 79,55 kg). Gräns: +1,5 kg/1 dygn."]
+        );
+        // The previous day's first reading, not its lowest or its last.
+        assert!(
+            case(
+                r,
+                &[(0, "07:00", 78.5), (0, "19:00", 77.0), (1, "07:00", 79.9)]
+            )
+            .is_empty()
+        );
         // Two days apart is not "the previous day".
         assert!(case(r, &[(0, "07:00", 78.0), (2, "07:00", 80.0)]).is_empty());
+        // A late first reading of the day before fires when it comes.
+        assert_eq!(case(r, &[(1, "07:00", 79.6), (0, "07:00", 78.0)]).len(), 1);
     }
 
     #[test]
