@@ -65,7 +65,7 @@ pub struct Thresholds {
     pub ctg_signal_loss_after_min: u32,
     /// `missed_dose`: how long after `dose_due` a `dose_taken` may come.
     pub dose_window_min: u32,
-    /// `refill_due`: doses left for fewer days than this.
+    /// `refill_due`: doses left for this many days or fewer.
     pub refill_days: f64,
     pub battery_low_pct: f64,
     /// Hysteresis: a low-battery alert clears at or above this.
@@ -374,6 +374,10 @@ impl Plan {
         if !(1..=30).contains(&t.confirm_window_min) {
             return Err(PlanError("confirm_window_min must be 1–30".into()));
         }
+        // 0 would call a device offline the moment after its last status.
+        if !(1..=100).contains(&t.missed_heartbeats) {
+            return Err(PlanError("missed_heartbeats must be 1–100".into()));
+        }
         if t.remind_after_h >= t.missing_alert_virtual_ward_h.min(t.missing_alert_h) {
             return Err(PlanError(
                 "remind_after_h must come before the missing-measurement alert".into(),
@@ -483,6 +487,21 @@ mod tests {
     }
 
     #[test]
+    fn bp_crisis_is_esh_grade_3_by_default() {
+        let t = Thresholds::default();
+        assert_eq!((t.bp_crisis_sys_mmhg, t.bp_crisis_dia_mmhg), (180.0, 110.0));
+    }
+
+    #[test]
+    fn the_dose_window_may_be_5_min_to_5_h() {
+        let plan = Plan::template(None);
+        for (min, ok) in [(4, false), (5, true), (300, true), (301, false)] {
+            let patch = json!({"thresholds": {"dose_window_min": min}});
+            assert_eq!(plan.patched(&patch).is_ok(), ok, "{min} min");
+        }
+    }
+
+    #[test]
     fn nonsense_is_refused() {
         let plan = Plan::template(None);
         for patch in [
@@ -491,6 +510,8 @@ mod tests {
             json!({"rules": ["fall", "levitation"]}),
             json!({"thresholds": {"battery_ok_pct": 10}}),
             json!({"thresholds": {"dose_window_min": 400}}),
+            json!({"thresholds": {"dose_window_min": 4}}),
+            json!({"thresholds": {"missed_heartbeats": 0}}),
             json!({"schedule": [{"metric": "weight", "by": "25:00"}]}),
             json!({"dry_weight_kg": 5}),
             json!({"program": "astronaut"}),

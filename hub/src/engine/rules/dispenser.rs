@@ -1,12 +1,16 @@
 //! The medicine dispenser: `missed_dose`, `refill_due`, `dispenser_fault`.
 //!
 //! - `missed_dose` (adherence, medium): no `dose_taken` with the same dose
-//!   id within the plan's window (default 60 min) of `dose_due`, found when
-//!   the hub's clock passes the window; or the dispenser's own
-//!   `dose_missed`, at once. A `dose_taken` that arrives late but whose time
-//!   was within the window withdraws the alert.
+//!   id within the plan's window (default 60 min, the end included) of
+//!   `dose_due`, found when the hub's clock passes the window; or the
+//!   dispenser's own `dose_missed`, at once. Within a pack every
+//!   `dose_due` is looked at before any `dose_taken`, whatever the record
+//!   order, and a `dose_taken` that arrives before its `dose_due` is kept
+//!   for it: a dose taken in time never raises, however its events came.
+//!   A `dose_taken` that arrives late but whose time was within the window
+//!   withdraws the alert.
 //! - `refill_due` (adherence, low): `refill_low`, or `doses_left` covering
-//!   fewer than 2 days of the dose schedule; cleared when a refill brings
+//!   at most 2 days of the dose schedule; cleared when a refill brings
 //!   `doses_left` back above that.
 //! - `dispenser_fault` (technical, medium): a `dispenser_fault` event;
 //!   cleared when the same dispenser next hands out a dose (the fault is
@@ -251,9 +255,9 @@ impl Rule for RefillDue {
         let per_day = state.plan.doses_per_day() as f64;
         let limit = state.plan.thresholds.refill_days * per_day;
         let threshold = format!(
-            "färre än {} dygns doser kvar ({} doser)",
-            sv(state.plan.thresholds.refill_days, 0),
-            sv(limit, 0)
+            "högst {} dygns doser kvar ({} doser)",
+            sv_exact(state.plan.thresholds.refill_days, 0, 1),
+            sv_exact(limit, 0, 1)
         );
         for e in input
             .events
@@ -282,9 +286,9 @@ impl Rule for RefillDue {
             state.device_mut(ctx.device).doses_left = Some(*left);
             if *left <= limit {
                 let text = format!(
-                    "Dispensern har {} doser kvar, mindre än {} dygn med {} doser om dagen. Fyll på.",
-                    sv(*left, 0),
-                    sv(state.plan.thresholds.refill_days, 0),
+                    "Dispensern har {} doser kvar, vilket räcker högst {} dygn med {} doser om dagen. Fyll på.",
+                    sv_exact(*left, 0, 1),
+                    sv_exact(state.plan.thresholds.refill_days, 0, 1),
                     sv(per_day, 0)
                 );
                 let ev = vec![Evidence {
@@ -307,7 +311,7 @@ impl Rule for RefillDue {
                 ctx.clear(
                     RuleId::RefillDue,
                     None,
-                    format!("Påfylld: {} doser kvar.", sv(*left, 0)),
+                    format!("Påfylld: {} doser kvar.", sv_exact(*left, 0, 1)),
                     s.time,
                 );
             }
@@ -567,7 +571,13 @@ mod tests {
         h.doses_left(t, 5.0);
         assert!(!h.active(RuleId::RefillDue), "5 doses > 2 days × 2 doses");
         h.doses_left(t.plus_millis(MIN), 4.0);
-        assert!(h.active(RuleId::RefillDue));
+        assert!(h.active(RuleId::RefillDue), "4 doses = 2 days × 2 doses");
+        assert_eq!(
+            h.explanations(RuleId::RefillDue),
+            [
+                "Dispensern har 4 doser kvar, vilket räcker högst 2 dygn med 2 doser om dagen. Fyll på."
+            ]
+        );
         h.doses_left(t.plus_millis(2 * MIN), 28.0);
         assert!(!h.active(RuleId::RefillDue), "refilled");
         h.dose(t.plus_millis(3 * MIN), EventKind::RefillLow, "");
