@@ -20,23 +20,43 @@ async fn every_rejection_is_answered_on_err_and_counted() -> Result<()> {
     let obs = hub.topic("scale-c1", "obs");
     let now = now_s();
     let bn = r#""bn":"urn:dev:vaka:scale-c1:""#;
-    let cases: Vec<(String, String, &str)> = vec![
-        (obs.clone(), "{oops".into(), "bad_json"),
-        (obs.clone(), r#"{"n":"weight"}"#.into(), "bad_senml"),
+    // (topic, payload, code, the time `ref` names: the first record's,
+    // empty when the payload has no readable first record).
+    let at = |t: f64| format!("{t}");
+    let cases: Vec<(String, String, &str, String)> = vec![
+        (obs.clone(), "{oops".into(), "bad_json", String::new()),
+        (
+            obs.clone(),
+            r#"{"n":"weight"}"#.into(),
+            "bad_senml",
+            String::new(),
+        ),
+        // Not SenML after a readable first record: its time is named.
+        (
+            obs.clone(),
+            format!(
+                r#"[{{{bn},"bt":{now},"n":"weight","u":"kg","v":80}},{{"n":"weight","v":"80"}}]"#
+            ),
+            "bad_senml",
+            at(now),
+        ),
         (
             obs.clone(),
             format!(r#"[{{{bn},"bt":{now},"n":"height","u":"cm","v":180}}]"#),
             "unknown_name",
+            at(now),
         ),
         (
             obs.clone(),
             format!(r#"[{{{bn},"bt":{now},"n":"weight","u":"lb","v":180}}]"#),
             "bad_unit",
+            at(now),
         ),
         (
             obs.clone(),
             format!(r#"[{{{bn},"bt":{now},"n":"weight","u":"kg","v":400}}]"#),
             "out_of_range",
+            at(now),
         ),
         (
             obs.clone(),
@@ -45,6 +65,7 @@ async fn every_rejection_is_answered_on_err_and_counted() -> Result<()> {
                 now + 3600.0
             ),
             "future_time",
+            at(now + 3600.0),
         ),
         (
             obs.clone(),
@@ -53,6 +74,7 @@ async fn every_rejection_is_answered_on_err_and_counted() -> Result<()> {
                 now - 400.0 * 86400.0
             ),
             "too_old",
+            at(now - 400.0 * 86400.0),
         ),
         (
             obs.clone(),
@@ -60,17 +82,19 @@ async fn every_rejection_is_answered_on_err_and_counted() -> Result<()> {
                 r#"[{{"bn":"urn:dev:vaka:scale-zz:","bt":{now},"n":"weight","u":"kg","v":80}}]"#
             ),
             "topic_mismatch",
+            at(now),
         ),
         (
             obs.clone(),
             format!("[{}]", " ".repeat(100 * 1024)),
             "too_large",
+            String::new(),
         ),
     ];
-    for (topic, payload, _) in &cases {
+    for (topic, payload, _, _) in &cases {
         device.publish(topic, payload.clone()).await?;
     }
-    for (topic, payload, code) in &cases {
+    for (topic, payload, code, time) in &cases {
         let reply = device.next_on("/scale-c1/err", T).await?;
         assert_eq!(
             reply["code"],
@@ -81,12 +105,23 @@ async fn every_rejection_is_answered_on_err_and_counted() -> Result<()> {
         assert_eq!(reply["topic"], topic.as_str());
         assert!(reply["detail"].as_str().is_some_and(|d| !d.is_empty()));
         let reference = reply["ref"].as_str().unwrap_or_default();
-        let (_, hash) = reference.split_once(':').unwrap_or_default();
+        let (named, hash) = reference.split_once(':').unwrap_or_default();
         assert_eq!(hash.len(), 8, "ref {reference:?}");
+        assert_eq!(named, time, "ref {reference:?} of a {code} reply");
     }
-    for (_, _, code) in &cases {
+    for (code, n) in [
+        ("bad_json", 1.0),
+        ("bad_senml", 2.0),
+        ("unknown_name", 1.0),
+        ("bad_unit", 1.0),
+        ("out_of_range", 1.0),
+        ("future_time", 1.0),
+        ("too_old", 1.0),
+        ("topic_mismatch", 1.0),
+        ("too_large", 1.0),
+    ] {
         let name = format!("vaka_messages_rejected_total{{code=\"{code}\"}}");
-        assert_eq!(api.metric(&name).await?, 1.0, "{name}");
+        assert_eq!(api.metric(&name).await?, n, "{name}");
     }
 
     // The gateway did not stall: a good reading after all that is stored.
@@ -127,6 +162,8 @@ async fn unknown_and_unbound_devices_are_quarantined() -> Result<()> {
         .await?;
     let reply = device.next_on("/scale-ghost/err", T).await?;
     assert_eq!(reply["code"], "unknown_device");
+    let reference = reply["ref"].as_str().unwrap_or_default();
+    assert!(reference.starts_with(&format!("{now}:")), "{reference}");
 
     let fall = PackBuilder::new("fall-loose", now).flag("fall", now);
     device
