@@ -18,6 +18,7 @@
 pub mod access;
 pub mod alerts;
 pub mod board;
+pub mod consistency;
 pub mod credentials;
 pub mod demo;
 pub mod engine;

@@ -61,6 +61,11 @@ enum Command {
     Demo(DemoArgs),
     /// Create or upgrade the database schema, then exit. Safe to repeat.
     Migrate(DatabaseArgs),
+    /// Check every active alert against the stored data (a missing
+    /// measurement beside a later reading, an offline device that was
+    /// heard, a reading an alert names that is not stored). Prints what
+    /// disagrees; exits 1 if anything does.
+    Check(DatabaseArgs),
     /// Run the rules over a patient's stored history and print the alerts
     /// they would have raised (with the current plan, or a proposed one).
     /// Writes nothing.
@@ -413,6 +418,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => run_demo(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Replay(args) => replay(args).await,
+            Command::Check(args) => check(args).await,
             Command::Unit(cmd) => unit_command(cmd).await,
             Command::Staff(cmd) => staff_command(cmd).await,
             Command::Device(DeviceCommand::Provision(args)) => provision(args).await,
@@ -617,6 +623,26 @@ async fn migrate(args: DatabaseArgs) -> Result<(), Failure> {
     );
     store.close().await;
     Ok(())
+}
+
+async fn check(args: DatabaseArgs) -> Result<(), Failure> {
+    let store = connect(&args.database_url).await?;
+    let violations = vaka_hub::consistency::check(&store)
+        .await
+        .context("cannot read the alerts")?;
+    store.close().await;
+    for v in &violations {
+        println!("{v}");
+    }
+    if violations.is_empty() {
+        println!("vaka: every active alert agrees with the stored data");
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "{} active alert(s) disagree with the stored data",
+            violations.len()
+        )))
+    }
 }
 
 fn parse_time(flag: &str, value: &str) -> Result<UnixMillis, Failure> {

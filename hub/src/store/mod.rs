@@ -8,6 +8,7 @@
 
 mod alerts;
 mod board;
+mod consistency;
 mod credentials;
 mod pg;
 mod plans;

@@ -720,3 +720,88 @@ async fn concurrent_bindings_all_succeed() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_consistency_check_finds_alerts_the_data_contradicts() {
+    use crate::engine::rules::Evidence;
+    let day = UnixMillis::DAY;
+    for t in TestStore::both().await {
+        let s = &t.store;
+        enrolled(s).await;
+        let ingest = |obs: Vec<Observation>| {
+            let m = message("scale-1", Content::Observations(obs));
+            async move {
+                let batch = IngestBatch {
+                    filed: vec![FiledMessage {
+                        message: &m,
+                        patient_id: "p1",
+                    }],
+                    quarantined: vec![],
+                    ..Default::default()
+                };
+                s.ingest(&batch, &mut vaka_gateway::Turn::alone())
+                    .await
+                    .expect("ingest");
+            }
+        };
+        ingest(vec![weight(0, 80.0), weight(3_600_000, 80.2)]).await;
+        // "No weight since T0": the same day's later weight does not
+        // contradict it (it moves no deadline).
+        let mut book = AlertBook::default();
+        let missing = Finding {
+            rule: RuleId::MissingMeasurement,
+            patient_id: Some("p1".into()),
+            device_id: None,
+            measurement: Some("weight".into()),
+            confirmed: None,
+            plan_version: 1,
+            explanation: "Ingen vikt".into(),
+            threshold: "vikt dagligen".into(),
+            evidence: vec![Evidence {
+                time: T0,
+                device_id: "scale-1".into(),
+                name: "weight".into(),
+                value: None,
+                unit: None,
+            }],
+            first_reading_at: T0,
+            last_reading_at: T0,
+        };
+        let c = book.apply(&Decision::Raise(missing), T0).expect("opened");
+        s.save_alert_change(&c).await.expect("saved");
+        assert_eq!(crate::consistency::check(s).await.expect("check"), vec![]);
+
+        // A fall alert naming an event that is not stored.
+        let Decision::Raise(mut fall) = fall_at(100) else {
+            unreachable!()
+        };
+        fall.evidence = vec![Evidence {
+            time: UnixMillis(100),
+            device_id: "scale-1".into(),
+            name: "fall".into(),
+            value: None,
+            unit: None,
+        }];
+        let c = book.apply(&Decision::Raise(fall), T0).expect("opened");
+        s.save_alert_change(&c).await.expect("saved");
+        let v = crate::consistency::check(s).await.expect("check");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, RuleId::Fall);
+
+        // A weight two days later contradicts the missing-measurement alert.
+        ingest(vec![weight(2 * day, 80.4)]).await;
+        let mut rules: Vec<RuleId> = crate::consistency::check(s)
+            .await
+            .expect("check")
+            .into_iter()
+            .map(|v| v.rule)
+            .collect();
+        rules.sort();
+        assert_eq!(
+            rules,
+            [RuleId::Fall, RuleId::MissingMeasurement],
+            "{}",
+            s.backend()
+        );
+    }
+}

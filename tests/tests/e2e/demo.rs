@@ -12,9 +12,17 @@ use crate::support::*;
 
 #[tokio::test]
 async fn the_demo_runs_shows_alerts_and_stops_cleanly() -> Result<()> {
+    let started = std::time::Instant::now();
     let log = std::env::temp_dir().join(format!("{}.log", unique("vaka-demo-")));
+    let database = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("{}.db", unique("vaka-demo-")))
+            .display()
+    );
     let mut child = Command::new(vaka_binary()?)
         .args(["demo", "--http", "127.0.0.1:0", "--patients", "12"])
+        .args(["--database-url", &database])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
@@ -98,6 +106,19 @@ async fn the_demo_runs_shows_alerts_and_stops_cleanly() -> Result<()> {
         .json()
         .await?;
     assert_eq!(board["rows"].as_array().map(Vec::len), Some(12), "{board}");
+
+    // After a minute of the demo (its 14 days of history uploaded late,
+    // then live data), every active alert agrees with the stored data.
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(started.elapsed())).await;
+    let check = Command::new(vaka_binary()?)
+        .args(["check", "--database-url", &database])
+        .output()?;
+    assert!(
+        check.status.success(),
+        "alerts that disagree with the data:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

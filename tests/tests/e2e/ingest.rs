@@ -147,6 +147,7 @@ async fn readings_reach_the_store_once_and_alerts_the_websocket(backend: Backend
     assert_eq!(obs[0]["value"], 80.5);
     assert_eq!(obs[1]["value"], 78.1);
     close(ws).await;
+    db.assert_consistent().await?;
     Ok(())
 }
 
@@ -208,6 +209,7 @@ async fn alerts_survive_a_restart(backend: Backend) -> Result<()> {
         .map(|h| h.iter().filter_map(|e| e["action"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(actions, ["opened", "acknowledged"]);
+    db.assert_consistent().await?;
     Ok(())
 }
 

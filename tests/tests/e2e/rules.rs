@@ -60,6 +60,7 @@ async fn dispenser_missed_dose_and_refill() -> Result<()> {
     let alert = alert_of(&mut ws, "refill_due", T).await?;
     assert_eq!(alert["severity"], "low");
     close(ws).await;
+    db.assert_consistent().await?;
     Ok(())
 }
 
@@ -125,6 +126,7 @@ async fn fetal_tachycardia_and_the_session_summary() -> Result<()> {
         "{summary}"
     );
     close(ws).await;
+    db.assert_consistent().await?;
     Ok(())
 }
 
@@ -176,6 +178,7 @@ async fn a_plan_change_takes_effect_at_once() -> Result<()> {
         "{alert}"
     );
     close(ws).await;
+    db.assert_consistent().await?;
     Ok(())
 }
 
@@ -224,5 +227,6 @@ async fn a_devices_battery_and_last_will() -> Result<()> {
     cleared.sort();
     assert_eq!(cleared, ["device_offline", "low_battery"]);
     close(ws).await;
+    db.assert_consistent().await?;
     Ok(())
 }

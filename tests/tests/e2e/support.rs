@@ -103,6 +103,20 @@ impl TestDb {
     pub async fn store(&self) -> Result<Store> {
         Ok(Store::connect(&self.url).await?)
     }
+
+    /// Fails if any active alert disagrees with the stored data (see
+    /// `vaka_hub::consistency`): every end-to-end test that raises alerts
+    /// ends with this.
+    pub async fn assert_consistent(&self) -> Result<()> {
+        let store = self.store().await?;
+        let violations = vaka_hub::consistency::check(&store).await?;
+        store.close().await;
+        if !violations.is_empty() {
+            let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            bail!("alerts that disagree with the data:\n{}", list.join("\n"));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for TestDb {
