@@ -7,7 +7,8 @@
 //! # Shape
 //!
 //! [`CtgSession`] is pure: samples and data times in, figures out; no I/O, no
-//! clock. It is allocated only while a session runs (about 5 KB, fixed:
+//! clock. It is allocated only while a session runs, or may still be
+//! continued by late data (about 5 KB, fixed:
 //! nothing grows with the length of the session; box it in the patient's
 //! state, e.g. `Option<Box<CtgSession>>`). Every sample costs O(1) amortised;
 //! history is never re-scanned.
@@ -62,18 +63,26 @@
 //!   invalid epoch breaks the chain instead of creating a 7.5 s difference.
 //!   A minute counts if it is valid (≥ 8 valid epochs) and has at least one
 //!   pair. Dawes-Redman criteria treat STV < 3 ms as abnormal (antepartum).
+//!   STV is also kept over a rolling window, the last 60 min (the longest
+//!   a Dawes-Redman analysis runs): the mean of the per-minute values of
+//!   the minutes that count among the last 60, so that variability that
+//!   falls late in a long session is not averaged away by the hours of good
+//!   signal before it.
 //! - **Amplitude** (FIGO's "variability" band): per valid minute, the range
 //!   (max − min) of its epoch means. [`CtgStatus::low_amplitude_minutes`] is
-//!   the current run of valid minutes with a range < 5 bpm (FIGO: reduced
-//!   variability when < 5 bpm for > 50 min). An invalid minute (signal loss)
+//!   the current run of valid minutes with a range below the plan's
+//!   [`CtgLimits::low_amplitude_bpm`] (FIGO: reduced variability when
+//!   < 5 bpm for > 50 min). An invalid minute (signal loss)
 //!   neither extends nor breaks the run, so a dropout cannot hide a flat
 //!   trace. *Simplification*: epoch means smooth the band a little compared
 //!   with sample-level maxima and minima; that is what makes artefact spikes
 //!   harmless.
 //! - **Decelerations and accelerations** (FIGO: a fall below / rise above the
 //!   baseline of ≥ 15 bpm lasting ≥ 15 s; a deceleration lasting ≥ 3 min is
-//!   *prolonged*, here "long"): a run of valid epochs whose mean is ≥ 15 bpm
-//!   below (above) the baseline *in force when the run starts*: the current
+//!   *prolonged*, here "long"; for decelerations both figures are the
+//!   plan's, [`CtgLimits`], 15 bpm and 3 min by default): a run of valid
+//!   epochs whose mean is ≥ 15 bpm below (above) the baseline *in force
+//!   when the run starts*: the current
 //!   10-min baseline or, while that is `None` (loss, or a window full of
 //!   decelerations), the last one computed, if it is less than 10 min old.
 //!   That reference stays fixed, so a deceleration cannot pull its own
@@ -89,7 +98,8 @@
 //!   before the first baseline (5 min of valid signal).
 //! - **Signal loss**: the share of the expected 4 Hz samples (one per 250 ms
 //!   since the start) that did not arrive in range before their epoch
-//!   closed.
+//!   closed; over the session, and over the last 10 min (the last 160
+//!   closed epochs), so that a dropout after a long good stretch shows.
 //! - **Contractions** (rough, for the summary): the toco epoch mean rises
 //!   ≥ 15 % above a resting tone for ≥ 30 s; the resting tone follows the
 //!   toco quickly downwards and slowly (≈ 10 min) upwards. Toco is relative,
@@ -139,11 +149,18 @@ pub const MIN_EXCURSION_MS: i64 = 15 * UnixMillis::SECOND;
 pub const LONG_DECELERATION_MS: i64 = 3 * UnixMillis::MINUTE;
 /// A valid minute whose epoch means span less than this has low amplitude.
 pub const LOW_AMPLITUDE_BPM: f64 = 5.0;
-/// The baseline window: 10 min.
+/// The baseline window: 10 min. The rolling signal loss is taken over the
+/// same window.
 pub const BASELINE_WINDOW_MS: i64 = 10 * UnixMillis::MINUTE;
+/// The rolling STV window: the last 60 min (a Dawes-Redman analysis covers
+/// at most 60 min), so a late fall in variability is not averaged away by
+/// the hours before it.
+pub const STV_WINDOW_MINUTES: u32 = 60;
 
 /// Epochs in the baseline window (10 min).
 const WINDOW_EPOCHS: usize = 160;
+/// Minutes in the rolling STV window.
+const STV_WINDOW: usize = STV_WINDOW_MINUTES as usize;
 /// The baseline needs this many valid epochs in its window (5 min).
 const MIN_BASELINE_EPOCHS: usize = WINDOW_EPOCHS / 2;
 /// Epochs that accept samples: the newest one and the three before it.
@@ -186,6 +203,33 @@ pub struct Deceleration {
     pub depth_bpm: f64,
 }
 
+/// The thresholds of the patient's plan that the analysis itself depends
+/// on (ARCHITECTURE §4: every threshold is overridable), so that the
+/// figures the rules read, and the stored summary, are counted by the
+/// plan's definitions. The defaults are FIGO's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CtgLimits {
+    /// A deceleration is a run of epochs at least this far below the
+    /// baseline (`fetal_deceleration_bpm`, FIGO 15 bpm).
+    pub deceleration_bpm: f64,
+    /// A deceleration this long is long (`fetal_deceleration_min`, FIGO's
+    /// prolonged: 3 min).
+    pub long_deceleration_ms: i64,
+    /// A valid minute whose epoch means span less than this has low
+    /// amplitude (`fetal_amplitude_low_bpm`, FIGO 5 bpm).
+    pub low_amplitude_bpm: f64,
+}
+
+impl Default for CtgLimits {
+    fn default() -> Self {
+        CtgLimits {
+            deceleration_bpm: EXCURSION_BPM,
+            long_deceleration_ms: LONG_DECELERATION_MS,
+            low_amplitude_bpm: LOW_AMPLITUDE_BPM,
+        }
+    }
+}
+
 /// The current figures of a session: what the fetal rules read. Figures
 /// cover the closed epochs only (up to the last [`CtgSession::advance_to`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -198,6 +242,9 @@ pub struct CtgStatus {
     pub received_samples: u64,
     /// `100 × (expected − received) / expected`; 0 before anything is expected.
     pub signal_loss_pct: f64,
+    /// The same share over the last 10 min (the last 160 closed epochs, or
+    /// the whole session while it is shorter).
+    pub window_signal_loss_pct: f64,
     /// Baseline over the last 10 min (see the module doc), `None` with less
     /// than 5 min of valid signal in the window or no stable level in it.
     pub baseline_bpm: Option<f64>,
@@ -210,19 +257,26 @@ pub struct CtgStatus {
     pub stv_minutes: u32,
     /// Dawes-Redman short-term variation over the session so far, in ms.
     pub stv_ms: Option<f64>,
+    /// The STV minutes among the last 60 minutes of the session.
+    pub window_stv_minutes: u32,
+    /// STV over those minutes (the mean of their per-minute values), in ms.
+    pub window_stv_ms: Option<f64>,
     /// Range of epoch means in the last valid minute, in bpm.
     pub last_minute_amplitude_bpm: Option<f64>,
-    /// The current run of valid minutes with an amplitude < 5 bpm.
+    /// The current run of valid minutes with an amplitude below
+    /// [`CtgLimits::low_amplitude_bpm`] (5 bpm).
     pub low_amplitude_minutes: u32,
     /// Completed accelerations (≥ 15 bpm above baseline for ≥ 15 s).
     pub accelerations: u32,
-    /// Completed decelerations (≥ 15 bpm below baseline for ≥ 15 s).
+    /// Completed decelerations (≥ [`CtgLimits::deceleration_bpm`], 15 bpm,
+    /// below baseline for ≥ 15 s).
     pub decelerations: u32,
-    /// Of those, the ones that lasted ≥ 3 min.
+    /// Of those, the ones that lasted [`CtgLimits::long_deceleration_ms`]
+    /// (3 min) or more.
     pub long_decelerations: u32,
     /// The deceleration going on now, once it has lasted 15 s. The
-    /// `fetal_deceleration` rule alerts when its `duration_ms` reaches
-    /// [`LONG_DECELERATION_MS`], before it ends.
+    /// `fetal_deceleration` rule alerts when its `duration_ms` reaches the
+    /// plan's minimum (3 min), before it ends.
     pub current_deceleration: Option<Deceleration>,
     /// The most recent completed deceleration.
     pub last_deceleration: Option<Deceleration>,
@@ -265,9 +319,13 @@ pub struct CtgSummary {
     pub min_fhr_bpm: Option<f64>,
 }
 
-/// The analysis of one CTG session. See the module doc.
+/// The analysis of one CTG session. See the module doc. `Clone` copies the
+/// whole state (no heap): that is how a session is summarised at an idle
+/// timeout without closing epochs that a late pack may still fill.
+#[derive(Clone)]
 pub struct CtgSession {
     start: UnixMillis,
+    limits: CtgLimits,
     /// Time of slot 0: `start` moved by less than half a slot onto the
     /// device's own sample grid, fixed by the first sample (or by the first
     /// `advance_to`, at `start`).
@@ -278,7 +336,9 @@ pub struct CtgSession {
     // whether position `i` holds a sample.
     next_epoch: u64,
     fhr: [f64; OPEN_SLOTS],
-    toco: [f64; OPEN_SLOTS],
+    /// Toco only feeds the rough contraction count: f32 keeps the session
+    /// within its 5 KiB.
+    toco: [f32; OPEN_SLOTS],
     seen_fhr: u64,
     seen_toco: u64,
     /// The latest slot with an accepted sample (fhr or toco).
@@ -292,6 +352,11 @@ pub struct CtgSession {
     /// Mean FHR of the last 160 epochs (NaN: invalid), at `epoch % 160`.
     window: [f64; WINDOW_EPOCHS],
     window_valid: u16,
+    /// Samples received in each of the last 160 epochs (0–15, so two to a
+    /// byte: epoch `e` is nibble `e % 160`), and their sum: the rolling
+    /// signal loss.
+    window_received: [u8; WINDOW_EPOCHS / 2],
+    window_received_sum: u16,
     baseline: Option<f64>,
     /// The last baseline that was not `None`, and the epoch count when it
     /// was computed: the reference for excursions while `baseline` is None.
@@ -306,6 +371,13 @@ pub struct CtgSession {
     valid_minutes: u32,
     stv_sum: Sum,
     stv_minutes: u32,
+    /// Per-minute STV of the last 60 minutes, at `minute % 60` (NaN: the
+    /// minute does not count), and the mean of those that count, recomputed
+    /// at the end of every minute. f32 is plenty for a figure compared with
+    /// 3 ms, and keeps the session within its 5 KiB.
+    stv_window: [f32; STV_WINDOW],
+    window_stv_sum: f64,
+    window_stv_minutes: u8,
     last_amplitude: Option<f64>,
     low_amplitude_run: u32,
     longest_low_amplitude_run: u32,
@@ -320,6 +392,8 @@ pub struct CtgSession {
 #[derive(Debug, Clone, Copy)]
 struct Epoch {
     index: u64,
+    /// In-range FHR samples received (0–15).
+    received: u8,
     fhr_bpm: Option<f64>,
     pulse_ms: Option<f64>,
     toco_pct: Option<f64>,
@@ -390,10 +464,11 @@ impl Excursion {
 }
 
 impl Direction {
-    fn beyond(self, fhr: f64, reference: f64) -> bool {
+    /// Whether `fhr` is `depth` or more beyond `reference`.
+    fn beyond(self, fhr: f64, reference: f64, depth: f64) -> bool {
         match self {
-            Direction::Below => fhr <= reference - EXCURSION_BPM,
-            Direction::Above => fhr >= reference + EXCURSION_BPM,
+            Direction::Below => fhr <= reference - depth,
+            Direction::Above => fhr >= reference + depth,
         }
     }
 
@@ -406,7 +481,9 @@ impl Direction {
 
     /// Feeds one closed epoch to an excursion detector; returns the
     /// excursion it ended, if any. `reference` starts a new excursion;
-    /// `current` (the 10-min baseline now) can end one.
+    /// `current` (the 10-min baseline now) can end one; `depth` is how far
+    /// beyond them an epoch must be.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         self,
         state: &mut Option<Excursion>,
@@ -414,10 +491,11 @@ impl Direction {
         fhr: Option<f64>,
         reference: Option<f64>,
         current: Option<f64>,
+        depth: f64,
     ) -> Option<Excursion> {
         let Some(x) = state else {
             if let (Some(f), Some(b)) = (fhr, reference)
-                && self.beyond(f, b)
+                && self.beyond(f, b, depth)
             {
                 *state = Some(Excursion {
                     first_epoch: epoch,
@@ -431,7 +509,8 @@ impl Direction {
         };
         match fhr {
             Some(f)
-                if self.beyond(f, x.reference_bpm) && current.is_none_or(|b| self.beyond(f, b)) =>
+                if self.beyond(f, x.reference_bpm, depth)
+                    && current.is_none_or(|b| self.beyond(f, b, depth)) =>
             {
                 x.last_epoch = epoch;
                 x.extreme_bpm = self.extreme(x.extreme_bpm, f);
@@ -530,11 +609,18 @@ fn epochs_ms(epochs: u64) -> i64 {
 
 impl CtgSession {
     /// A session that started at data time `start` (the `ctg_session_start`
-    /// event, or the first `fhr` sample). Slot 0 is put on the device's
-    /// sample grid by the first sample, within ±125 ms of `start`.
+    /// event, or the first `fhr` sample), with FIGO's limits. Slot 0 is put
+    /// on the device's sample grid by the first sample, within ±125 ms of
+    /// `start`.
     pub fn new(start: UnixMillis) -> CtgSession {
+        CtgSession::with_limits(start, CtgLimits::default())
+    }
+
+    /// A session analysed with the limits of the patient's plan.
+    pub fn with_limits(start: UnixMillis, limits: CtgLimits) -> CtgSession {
         CtgSession {
             start,
+            limits,
             grid0: None,
             next_epoch: 0,
             fhr: [0.0; OPEN_SLOTS],
@@ -548,6 +634,8 @@ impl CtgSession {
             minute: Minute::EMPTY,
             window: [f64::NAN; WINDOW_EPOCHS],
             window_valid: 0,
+            window_received: [0; WINDOW_EPOCHS / 2],
+            window_received_sum: 0,
             baseline: None,
             last_baseline: None,
             decel: None,
@@ -560,6 +648,9 @@ impl CtgSession {
             valid_minutes: 0,
             stv_sum: Sum::default(),
             stv_minutes: 0,
+            stv_window: [f32::NAN; STV_WINDOW],
+            window_stv_sum: 0.0,
+            window_stv_minutes: 0,
             last_amplitude: None,
             low_amplitude_run: 0,
             longest_low_amplitude_run: 0,
@@ -571,6 +662,16 @@ impl CtgSession {
 
     pub fn start(&self) -> UnixMillis {
         self.start
+    }
+
+    pub fn limits(&self) -> CtgLimits {
+        self.limits
+    }
+
+    /// New limits (the plan changed): they apply to the epochs closed from
+    /// now on; an excursion going on keeps its reference.
+    pub fn set_limits(&mut self, limits: CtgLimits) {
+        self.limits = limits;
     }
 
     /// Data time of the latest accepted sample (fhr or toco), on the grid:
@@ -614,7 +715,7 @@ impl CtgSession {
             return;
         }
         self.seen_toco |= bit;
-        self.toco[pos] = pct;
+        self.toco[pos] = pct as f32;
         self.note_slot(slot);
     }
 
@@ -622,8 +723,11 @@ impl CtgSession {
     /// missing samples become loss. Call it with the data time of the
     /// newest sample before reading [`CtgSession::status`] (that never
     /// closes the epoch the sample is in, so the next pack still fits), and
-    /// with the hub's clock when data has stopped coming. A long silence
-    /// costs O(1): stretches with nothing to analyse are skipped whole.
+    /// at the session's end. Never call it with the hub's clock on a
+    /// session that late data may still continue: the epochs it closes
+    /// would drop their samples (see [`CtgSession::summary_at`]). A long
+    /// silence costs O(1): stretches with nothing to analyse are skipped
+    /// whole.
     pub fn advance_to(&mut self, t: UnixMillis) {
         let grid0 = *self.grid0.get_or_insert(self.start.0);
         let rel = t.0.saturating_sub(grid0);
@@ -643,11 +747,18 @@ impl CtgSession {
             expected_samples: expected,
             received_samples: self.received,
             signal_loss_pct: loss_pct(expected, self.received),
+            window_signal_loss_pct: loss_pct(
+                self.next_epoch.min(WINDOW_EPOCHS as u64) * EPOCH_SAMPLES as u64,
+                u64::from(self.window_received_sum),
+            ),
             baseline_bpm: self.baseline,
             baseline_window_complete: elapsed_ms >= BASELINE_WINDOW_MS,
             valid_minutes: self.valid_minutes,
             stv_minutes: self.stv_minutes,
             stv_ms: self.stv(),
+            window_stv_minutes: u32::from(self.window_stv_minutes),
+            window_stv_ms: (self.window_stv_minutes > 0)
+                .then(|| self.window_stv_sum / f64::from(self.window_stv_minutes)),
             last_minute_amplitude_bpm: self.last_amplitude,
             low_amplitude_minutes: self.low_amplitude_run,
             accelerations: self.accelerations,
@@ -660,6 +771,17 @@ impl CtgSession {
             last_deceleration: self.last_deceleration,
             contractions: self.contractions.count,
         }
+    }
+
+    /// The summary the session would have if it ended at data time `t`
+    /// (`advance_to(t)` on a copy), leaving this one as it is, so that data
+    /// arriving later can still continue it: a session closed by the hub's
+    /// idle timeout is summarised this way. Copies the 5 KiB state on the
+    /// stack; no heap.
+    pub fn summary_at(&self, t: UnixMillis) -> CtgSummary {
+        let mut copy = self.clone();
+        copy.advance_to(t);
+        copy.summary()
     }
 
     /// The figures of the whole session, for storage at its end (call
@@ -696,7 +818,7 @@ impl CtgSession {
             let ms = x.duration_ms();
             if ms >= MIN_EXCURSION_MS {
                 decelerations += 1;
-                long += u32::from(ms >= LONG_DECELERATION_MS);
+                long += u32::from(ms >= self.limits.long_deceleration_ms);
                 longest = longest.max(ms);
             }
         }
@@ -798,12 +920,54 @@ impl CtgSession {
                 // only moves on toco data).
                 let minutes = (target - self.next_epoch) / MINUTE_EPOCHS;
                 if minutes > 0 {
-                    self.next_epoch += minutes * MINUTE_EPOCHS;
+                    self.skip_minutes(minutes);
                     continue;
                 }
             }
             self.close_epoch();
         }
+    }
+
+    /// Skips `minutes` whole minutes of total loss (see `close_through`):
+    /// they leave the rolling windows as they pass. O(1) in the length of
+    /// the silence (at most 160 epochs and 60 minutes to clear).
+    fn skip_minutes(&mut self, minutes: u64) {
+        let epochs = minutes * MINUTE_EPOCHS;
+        for e in self.next_epoch..self.next_epoch + epochs.min(WINDOW_EPOCHS as u64) {
+            self.set_received(e, 0);
+        }
+        let first_minute = self.next_epoch / MINUTE_EPOCHS;
+        for m in first_minute..first_minute + minutes.min(STV_WINDOW as u64) {
+            self.stv_window[(m % STV_WINDOW as u64) as usize] = f32::NAN;
+        }
+        self.next_epoch += epochs;
+        self.sum_stv_window();
+    }
+
+    /// Records the samples received in epoch `e` in the rolling loss
+    /// window, replacing those of the epoch 10 min before it.
+    fn set_received(&mut self, e: u64, n: u8) {
+        let w = (e % WINDOW_EPOCHS as u64) as usize;
+        let (byte, shift) = (w / 2, (w % 2) * 4);
+        let old = (self.window_received[byte] >> shift) & 0x0f;
+        self.window_received[byte] = (self.window_received[byte] & !(0x0f << shift)) | (n << shift);
+        self.window_received_sum = self.window_received_sum - u16::from(old) + u16::from(n);
+    }
+
+    /// The mean per-minute STV over the rolling window, oldest minute first
+    /// (O(60), once a minute).
+    fn sum_stv_window(&mut self) {
+        let (mut sum, mut n) = (0.0, 0u8);
+        let oldest = (self.next_epoch / MINUTE_EPOCHS) as usize;
+        for i in 0..STV_WINDOW {
+            let v = self.stv_window[(oldest + i) % STV_WINDOW];
+            if !v.is_nan() {
+                sum += f64::from(v);
+                n += 1;
+            }
+        }
+        self.window_stv_sum = sum;
+        self.window_stv_minutes = n;
     }
 
     fn quiescent(&self) -> bool {
@@ -832,7 +996,7 @@ impl CtgSession {
             }
             if self.seen_toco & bit != 0 {
                 n_toco += 1;
-                toco_sum += self.toco[pos];
+                toco_sum += f64::from(self.toco[pos]);
             }
         }
         let mask = ((1u64 << EPOCH_SAMPLES) - 1) << first;
@@ -843,6 +1007,8 @@ impl CtgSession {
         let valid = n >= MIN_EPOCH_SAMPLES;
         self.analyse(Epoch {
             index,
+            // n ≤ 15: one bit per slot of the epoch.
+            received: n as u8,
             fhr_bpm: valid.then(|| bpm_sum / f64::from(n)),
             pulse_ms: valid.then(|| pulse_sum / f64::from(n)),
             toco_pct: (n_toco >= MIN_EPOCH_SAMPLES).then(|| toco_sum / f64::from(n_toco)),
@@ -859,11 +1025,12 @@ impl CtgSession {
             .map(|(b, _)| b));
         let (fhr, current) = (epoch.fhr_bpm, self.baseline);
         let was_decel = self.decel.is_some();
-        if let Some(x) = Direction::Below.step(&mut self.decel, e, fhr, reference, current) {
+        let depth = self.limits.deceleration_bpm;
+        if let Some(x) = Direction::Below.step(&mut self.decel, e, fhr, reference, current, depth) {
             let d = self.deceleration(&x);
             if d.duration_ms >= MIN_EXCURSION_MS {
                 self.decelerations += 1;
-                if d.duration_ms >= LONG_DECELERATION_MS {
+                if d.duration_ms >= self.limits.long_deceleration_ms {
                     self.long_decelerations += 1;
                 }
                 self.longest_deceleration_ms = self.longest_deceleration_ms.max(d.duration_ms);
@@ -871,13 +1038,15 @@ impl CtgSession {
             }
         }
         let in_decel = was_decel || self.decel.is_some();
-        if let Some(x) = Direction::Above.step(&mut self.accel, e, fhr, reference, current)
+        if let Some(x) =
+            Direction::Above.step(&mut self.accel, e, fhr, reference, current, EXCURSION_BPM)
             && x.duration_ms() >= MIN_EXCURSION_MS
         {
             self.accelerations += 1;
         }
 
-        // The 10-min window and the session histogram.
+        // The 10-min windows and the session histogram.
+        self.set_received(e, epoch.received);
         let w = (e % WINDOW_EPOCHS as u64) as usize;
         if !self.window[w].is_nan() {
             self.window_valid -= 1;
@@ -893,18 +1062,20 @@ impl CtgSession {
 
         self.minute.add(&epoch, in_decel);
         if e % MINUTE_EPOCHS == MINUTE_EPOCHS - 1 {
-            self.close_minute();
+            self.close_minute(e / MINUTE_EPOCHS);
         }
         self.contractions.add(epoch.toco_pct);
     }
 
-    fn close_minute(&mut self) {
+    /// Closes minute `index` of the session.
+    fn close_minute(&mut self, index: u64) {
         let m = std::mem::replace(&mut self.minute, Minute::EMPTY);
+        let mut stv = f32::NAN;
         if m.valid_epochs >= MIN_MINUTE_EPOCHS {
             self.valid_minutes += 1;
             let amplitude = m.fhr_max - m.fhr_min;
             self.last_amplitude = Some(amplitude);
-            if amplitude < LOW_AMPLITUDE_BPM {
+            if amplitude < self.limits.low_amplitude_bpm {
                 self.low_amplitude_run += 1;
                 self.longest_low_amplitude_run =
                     self.longest_low_amplitude_run.max(self.low_amplitude_run);
@@ -912,10 +1083,14 @@ impl CtgSession {
                 self.low_amplitude_run = 0;
             }
             if !m.in_deceleration && m.diffs > 0 {
-                self.stv_sum.add(m.diff_sum_ms / f64::from(m.diffs));
+                let minute_stv = m.diff_sum_ms / f64::from(m.diffs);
+                self.stv_sum.add(minute_stv);
                 self.stv_minutes += 1;
+                stv = minute_stv as f32;
             }
         }
+        self.stv_window[(index % STV_WINDOW as u64) as usize] = stv;
+        self.sum_stv_window();
         self.baseline = self.window_baseline();
         if let Some(b) = self.baseline {
             self.last_baseline = Some((b, self.next_epoch));

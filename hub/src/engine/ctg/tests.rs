@@ -530,55 +530,249 @@ fn the_grid_follows_the_device_not_the_start_event() {
 
 #[test]
 fn a_long_silence_is_skipped_exactly() {
-    // 12 min of signal with a deceleration running into a 3 h silence, then
-    // 12 min more: advancing epoch by epoch and in one jump agree.
-    let gap_end = 12 * MIN + 3 * 60 * MIN;
-    let fhr = move |k: u64| {
-        if k < 11 * MIN {
-            alternating(140.0, 137.0)(k)
-        } else if k < 12 * MIN {
-            Some(105.0)
-        } else if k < gap_end {
-            None
-        } else {
-            alternating(150.0, 146.0)(k)
+    // 12 min of signal with a deceleration running into a silence, then
+    // 12 min more: advancing epoch by epoch and in one jump agree. The
+    // silences are longer than both rolling windows (3 h), longer than the
+    // loss window only (25 min: the STV window keeps minutes from before
+    // it), and one that begins with a trickle of single samples (invalid
+    // epochs that still count as received in the loss window).
+    for (gap, trickle) in [(3 * 60 * MIN, false), (25 * MIN, false), (25 * MIN, true)] {
+        let gap_end = 12 * MIN + gap;
+        let fhr = move |k: u64| {
+            if k < 11 * MIN {
+                alternating(140.0, 137.0)(k)
+            } else if k < 12 * MIN {
+                Some(105.0)
+            } else if k < gap_end {
+                (trickle && k < 24 * MIN && k % 37 == 0).then_some(140.0)
+            } else {
+                alternating(150.0, 146.0)(k)
+            }
+        };
+        let silent_from = if trickle { 24 * MIN } else { 12 * MIN };
+        let mut stepped = CtgSession::new(T0);
+        let mut jumped = CtgSession::new(T0);
+        feed(&mut stepped, 0, silent_from, fhr);
+        feed(&mut jumped, 0, silent_from, fhr);
+        let mut k = silent_from;
+        while k <= gap_end {
+            stepped.advance_to(at(k));
+            k += EP;
         }
-    };
-    let mut stepped = CtgSession::new(T0);
-    let mut jumped = CtgSession::new(T0);
-    feed(&mut stepped, 0, 12 * MIN, fhr);
-    feed(&mut jumped, 0, 12 * MIN, fhr);
-    let mut k = 12 * MIN;
-    while k <= gap_end {
-        stepped.advance_to(at(k));
-        k += EP;
+        jumped.advance_to(at(gap_end));
+        assert_eq!(stepped.status(), jumped.status(), "gap {gap}");
+        // Minute by minute after the gap (a stale epoch left in a window by
+        // the skip would show while the window refills).
+        for m in 0..12 {
+            let (from, to) = (gap_end + m * MIN, gap_end + (m + 1) * MIN);
+            feed(&mut stepped, from, to, fhr);
+            feed(&mut jumped, from, to, fhr);
+            stepped.advance_to(at(to));
+            jumped.advance_to(at(to));
+            assert_eq!(
+                stepped.status(),
+                jumped.status(),
+                "gap {gap}: minute {m} after it"
+            );
+        }
+        assert_eq!(stepped.summary(), jumped.summary());
+        let st = jumped.status();
+        // The deceleration ended 1 min into the silence; it counted.
+        assert_eq!(st.decelerations, 1);
+        assert_eq!(st.baseline_bpm, Some(148.0));
+        // 10 min of signal after it: the loss window has forgotten the gap.
+        assert_eq!(st.window_signal_loss_pct, 0.0);
+        // The STV window holds the last 60 min: with the short gap, the 11
+        // minutes of 140/137 before it are still there.
+        let (before, after) = (alternating_stv(140.0, 137.0), alternating_stv(150.0, 146.0));
+        if gap == 25 * MIN {
+            // Minutes 0–10 of the first part (the minute of the drop is in
+            // a deceleration, so not counted) and the 12 after the gap: the
+            // window reaches back to minute -11.
+            let w = st.window_stv_ms.expect("window stv");
+            let n = st.window_stv_minutes;
+            assert_eq!(n, 11 + 12, "gap {gap}");
+            let want = (11.0 * before + 12.0 * after) / f64::from(n);
+            assert!((w - want).abs() < 1e-5, "{w} vs {want}");
+        } else {
+            assert_eq!(st.window_stv_minutes, 12);
+            let w = st.window_stv_ms.expect("window stv");
+            assert!((w - after).abs() < 1e-5, "{w} vs {after}");
+        }
     }
-    jumped.advance_to(at(gap_end));
-    assert_eq!(stepped.status(), jumped.status());
-    // Minute by minute after the gap (a stale epoch left in the window by
-    // the skip would show in the baseline while the window refills).
-    for m in 0..12 {
-        let (from, to) = (gap_end + m * MIN, gap_end + (m + 1) * MIN);
-        feed(&mut stepped, from, to, fhr);
-        feed(&mut jumped, from, to, fhr);
-        stepped.advance_to(at(to));
-        jumped.advance_to(at(to));
-        assert_eq!(
-            stepped.status(),
-            jumped.status(),
-            "minute {m} after the gap"
-        );
-    }
-    assert_eq!(stepped.summary(), jumped.summary());
-    let st = jumped.status();
-    // The deceleration ended 1 min into the silence; it counted.
-    assert_eq!(st.decelerations, 1);
-    assert_eq!(st.baseline_bpm, Some(148.0));
     // And a clock a century ahead costs nothing (silence is skipped whole).
-    jumped.advance_to(UnixMillis(T0.0 + 100 * 365 * UnixMillis::DAY));
-    let st = jumped.status();
+    let mut s = CtgSession::new(T0);
+    feed(&mut s, 0, 12 * MIN, alternating(140.0, 137.0));
+    s.advance_to(UnixMillis(T0.0 + 100 * 365 * UnixMillis::DAY));
+    let st = s.status();
     assert_eq!(st.expected_samples, 100 * 365 * 24 * 60 * MIN);
     assert!(st.signal_loss_pct > 99.999);
+    assert_eq!(st.window_signal_loss_pct, 100.0);
+    assert_eq!((st.window_stv_ms, st.window_stv_minutes), (None, 0));
+}
+
+#[test]
+fn signal_loss_is_also_measured_over_the_last_10_min() {
+    // 50 good minutes, then 10 min without FHR: the session's share creeps
+    // up to 10/60, the last 10 min's goes to 100 %.
+    let fhr = |k: u64| (!(50 * MIN..60 * MIN).contains(&k)).then_some(140.0);
+    let mut s = CtgSession::new(T0);
+    feed(&mut s, 0, 50 * MIN, fhr);
+    s.advance_to(at(50 * MIN));
+    let st = s.status();
+    assert_eq!((st.signal_loss_pct, st.window_signal_loss_pct), (0.0, 0.0));
+    // 2 min in: 32 of the window's 160 epochs lost, 20 % exactly.
+    s.advance_to(at(52 * MIN));
+    let st = s.status();
+    assert_eq!(st.window_signal_loss_pct, 20.0);
+    assert!((st.signal_loss_pct - 100.0 * 2.0 / 52.0).abs() < 1e-12);
+    // One epoch more: 33 of 160.
+    s.advance_to(at(52 * MIN + EP));
+    assert_eq!(s.status().window_signal_loss_pct, 100.0 * 33.0 / 160.0);
+    s.advance_to(at(60 * MIN));
+    let st = s.status();
+    assert_eq!(st.window_signal_loss_pct, 100.0);
+    assert!((st.signal_loss_pct - 100.0 * 10.0 / 60.0).abs() < 1e-12);
+    // Signal again: the dropout slides out of the window, an epoch at a time.
+    feed(&mut s, 60 * MIN, 69 * MIN, fhr);
+    s.advance_to(at(69 * MIN));
+    assert_eq!(s.status().window_signal_loss_pct, 10.0);
+    feed(&mut s, 69 * MIN, 70 * MIN, fhr);
+    s.advance_to(at(70 * MIN));
+    let st = s.status();
+    assert_eq!(st.window_signal_loss_pct, 0.0);
+    assert_eq!(st.expected_samples - st.received_samples, 10 * MIN);
+
+    // Before 10 min the window is what there is: 1 lost sample in 4.
+    let mut s = CtgSession::new(T0);
+    feed(&mut s, 0, 3 * MIN, |k| (k % 4 != 0).then_some(140.0));
+    s.advance_to(at(3 * MIN));
+    let st = s.status();
+    assert_eq!(
+        (st.signal_loss_pct, st.window_signal_loss_pct),
+        (25.0, 25.0)
+    );
+}
+
+/// Pulse intervals (ms) whose rates, `60 000 / ms`, convert back exactly,
+/// so that STV comes out exact: 400 ms is 150 bpm.
+fn bpm(pulse_ms: f64) -> f64 {
+    let b = 60_000.0 / pulse_ms;
+    assert_eq!(60_000.0 / b, pulse_ms, "{pulse_ms} ms does not round-trip");
+    b
+}
+
+#[test]
+fn stv_is_also_measured_over_the_last_60_min() {
+    // 40 min with an STV of 6 ms (epochs alternating 400 / 406 ms), then
+    // 2 ms (400 / 402 ms). Every per-minute value is exact.
+    let (a, b, c) = (bpm(400.0), bpm(406.0), bpm(402.0));
+    let fhr = move |k: u64| {
+        let low = if k < 40 * MIN { b } else { c };
+        Some(if (k / EP).is_multiple_of(2) { a } else { low })
+    };
+    let mut s = CtgSession::new(T0);
+    feed(&mut s, 0, 60 * MIN, fhr);
+    s.advance_to(at(60 * MIN));
+    let st = s.status();
+    // Up to 60 min the window is the session.
+    assert_eq!((st.stv_minutes, st.window_stv_minutes), (60, 60));
+    let want = (40.0 * 6.0 + 20.0 * 2.0) / 60.0;
+    assert_eq!(st.window_stv_ms, Some(want));
+    assert!((st.stv_ms.expect("stv") - want).abs() < 1e-12);
+    // At 90 min the window (minutes 30–89) holds 10 minutes of 6 ms and 50
+    // of 2 ms; the session still averages all 90.
+    feed(&mut s, 60 * MIN, 90 * MIN, fhr);
+    s.advance_to(at(90 * MIN));
+    let st = s.status();
+    assert_eq!((st.stv_minutes, st.window_stv_minutes), (90, 60));
+    assert_eq!(st.window_stv_ms, Some((10.0 * 6.0 + 50.0 * 2.0) / 60.0));
+    let session = st.stv_ms.expect("stv");
+    assert!((session - (40.0 * 6.0 + 50.0 * 2.0) / 90.0).abs() < 1e-12);
+    // At 100 min only the 2 ms minutes are left in the window.
+    feed(&mut s, 90 * MIN, 100 * MIN, fhr);
+    s.advance_to(at(100 * MIN));
+    assert_eq!(s.status().window_stv_ms, Some(2.0));
+}
+
+#[test]
+fn the_plan_sets_what_a_deceleration_and_low_amplitude_are() {
+    // 12 min at 140 (baseline 140 exactly), then 4 min `drop` bpm lower.
+    let run = |limits: CtgLimits, drop: f64| {
+        let fhr = move |k: u64| {
+            Some(if (12 * MIN..16 * MIN).contains(&k) {
+                140.0 - drop
+            } else {
+                140.0
+            })
+        };
+        let mut s = CtgSession::with_limits(T0, limits);
+        feed(&mut s, 0, 20 * MIN, fhr);
+        s.advance_to(at(20 * MIN));
+        s.status()
+    };
+    let figo = CtgLimits::default();
+    // 14 bpm below is no deceleration (and, within the ±15 bpm band, it
+    // soon drags the baseline down with it); 15 is one, of 4 min.
+    let st = run(figo, 14.0);
+    assert_eq!((st.decelerations, st.last_deceleration), (0, None));
+    let st = run(figo, 15.0);
+    assert_eq!((st.decelerations, st.long_decelerations), (1, 1));
+    let d = st.last_deceleration.expect("deceleration");
+    assert_eq!((d.duration_ms, d.depth_bpm), (4 * UnixMillis::MINUTE, 15.0));
+    // A plan that asks for 20 bpm: 15 is not one any more, 20 is.
+    let deep = CtgLimits {
+        deceleration_bpm: 20.0,
+        ..figo
+    };
+    assert_eq!(run(deep, 15.0).decelerations, 0);
+    assert_eq!(run(deep, 20.0).long_decelerations, 1);
+    // A plan whose "long" is 5 min: the 4-min one is counted, not long.
+    let five = CtgLimits {
+        long_deceleration_ms: 5 * UnixMillis::MINUTE,
+        ..figo
+    };
+    let st = run(five, 20.0);
+    assert_eq!((st.decelerations, st.long_decelerations), (1, 0));
+
+    // Amplitude: epochs alternating 140 and 140 − `band` bpm span `band`
+    // in every minute.
+    let amplitude = |limits: CtgLimits, band: f64| {
+        let mut s = CtgSession::with_limits(T0, limits);
+        feed(&mut s, 0, 10 * MIN, alternating(140.0, 140.0 - band));
+        s.advance_to(at(10 * MIN));
+        s.status().low_amplitude_minutes
+    };
+    assert_eq!(amplitude(figo, 4.75), 10);
+    assert_eq!(amplitude(figo, 5.0), 0, "5 bpm is not below 5");
+    let three = CtgLimits {
+        low_amplitude_bpm: 3.0,
+        ..figo
+    };
+    assert_eq!(amplitude(three, 4.75), 0);
+    assert_eq!(amplitude(three, 2.75), 10);
+}
+
+#[test]
+fn a_summary_at_a_time_leaves_the_session_open() {
+    // The idle timeout summarises a copy; a late pack that continues the
+    // session then finds every epoch still open, as if nothing happened.
+    let fhr = |k: u64| Some(140.0 + (k % 7) as f64);
+    let mut summarised = CtgSession::new(T0);
+    let mut untouched = CtgSession::new(T0);
+    feed(&mut summarised, 0, 12 * MIN, fhr);
+    feed(&mut untouched, 0, 12 * MIN, fhr);
+    let early = summarised.summary_at(at(12 * MIN + 5 * MIN));
+    let mut closed = untouched.clone();
+    closed.advance_to(at(17 * MIN));
+    assert_eq!(early, closed.summary());
+    assert_eq!(early.duration_ms, 12 * UnixMillis::MINUTE);
+    feed(&mut summarised, 12 * MIN, 20 * MIN, fhr);
+    feed(&mut untouched, 12 * MIN, 20 * MIN, fhr);
+    assert_eq!(summarised.status(), untouched.status());
+    assert_eq!(summarised.summary(), untouched.summary());
+    // Everything but the last epoch, still open, is analysed.
+    assert_eq!(summarised.status().received_samples + EP, 20 * MIN);
 }
 
 #[test]
@@ -602,8 +796,9 @@ fn contractions_are_counted() {
 
 #[test]
 fn session_state_is_small_and_fixed() {
-    // 4 952 bytes today: the 10-min window (1 280), the session histogram
-    // (2 292), the open samples (960) and a few counters; no heap at all.
+    // 5 064 bytes today: the 10-min window (1 280), the session histogram
+    // (2 292), the open samples (720: FHR f64, toco f32), the rolling
+    // windows of loss (80) and STV (240) and a few counters; no heap at all.
     // Budget: 5 KiB, so 1 000 concurrent sessions take 5 MB.
     let size = std::mem::size_of::<CtgSession>();
     println!("size_of::<CtgSession>() = {size} bytes");
@@ -741,16 +936,34 @@ fn reference_baseline(fhr: &[Option<f64>]) -> Option<f64> {
 #[test]
 fn incremental_figures_match_the_batch_reference() {
     for seed in [1, 2, 3, 42] {
-        let samples = synthetic(seed, 40 * MIN, false);
+        // 70 min, so that the rolling STV window (60 min) has moved on.
+        let samples = synthetic(seed, 70 * MIN, false);
         let fhr = fhr_of(&samples);
         let mut s = CtgSession::new(T0);
-        feed(&mut s, 0, 40 * MIN, |k| fhr[k as usize]);
-        s.advance_to(at(40 * MIN));
+        feed(&mut s, 0, 70 * MIN, |k| fhr[k as usize]);
+        s.advance_to(at(70 * MIN));
         let st = s.status();
         assert_eq!(st.decelerations + st.accelerations, 0, "seed {seed}");
         let stv = st.stv_ms.expect("stv");
         let want = reference_stv(&fhr).expect("reference stv");
         assert!((stv - want).abs() < 1e-9, "seed {seed}: {stv} vs {want}");
+        // The last 60 min (per-minute values kept as f32).
+        let window = st.window_stv_ms.expect("window stv");
+        let want = reference_stv(&fhr[10 * MIN as usize..]).expect("reference stv");
+        assert!(
+            (window - want).abs() < 1e-5,
+            "seed {seed}: {window} vs {want}"
+        );
+        // Loss over the last 10 min (2 400 samples).
+        let lost = fhr[60 * MIN as usize..]
+            .iter()
+            .filter(|f| f.is_none())
+            .count();
+        let want = 100.0 * lost as f64 / (10 * MIN) as f64;
+        assert!(
+            (st.window_signal_loss_pct - want).abs() < 1e-12,
+            "seed {seed}"
+        );
         let b = st.baseline_bpm.expect("baseline");
         let want = reference_baseline(&fhr).expect("reference baseline");
         assert!((b - want).abs() < 1e-9, "seed {seed}: {b} vs {want}");
