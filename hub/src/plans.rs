@@ -137,6 +137,16 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
+    /// What the CTG analysis counts as a deceleration, a long one and low
+    /// amplitude under this plan.
+    pub fn ctg_limits(&self) -> crate::engine::ctg::CtgLimits {
+        crate::engine::ctg::CtgLimits {
+            deceleration_bpm: self.fetal_deceleration_bpm,
+            long_deceleration_ms: i64::from(self.fetal_deceleration_min) * UnixMillis::MINUTE,
+            low_amplitude_bpm: self.fetal_amplitude_low_bpm,
+        }
+    }
+
     pub fn confirm_window_ms(&self) -> i64 {
         i64::from(self.confirm_window_min) * UnixMillis::MINUTE
     }

@@ -105,30 +105,37 @@ pub fn absorb(state: &mut PatientState, device: DeviceRef, content: &Content, ou
     }
 }
 
-/// A CTG session ends after this long without data.
+/// A CTG session ends after a gap this long in its data, or when nothing
+/// has arrived for this long (hub clock).
 pub const CTG_IDLE_MS: i64 = 5 * vaka_gateway::UnixMillis::MINUTE;
 
-/// Feeds CTG samples and session events into the patient's session:
-/// a session starts with `ctg_session_start`, or with the first sample after
-/// a gap of 5 min (or from another device); it ends with `ctg_session_end`,
-/// or after 5 min without data (`Engine::tick`). Returns the summary of a
-/// session that ended.
+/// Feeds CTG samples and session events into the patient's session
+/// (ARCHITECTURE §4, after the table): a session starts with
+/// `ctg_session_start`, or with the first sample after a gap of 5 min in
+/// data time (or from another device); it ends with `ctg_session_end`, or
+/// when its data has a gap of 5 min, or when nothing has arrived for 5 min
+/// (`Engine::tick`, from `arrived`, the hub time). A session ended by the
+/// hub's clock, or data from before its `ctg_session_end`, is reopened by
+/// data that continues it in data time, so a session uploaded after the
+/// fact is analysed whole. Returns the summary of a session that ended (a
+/// reopened one is summarised again when it ends again; the store keeps
+/// the last summary of a device's session per start).
 pub fn ctg(
     state: &mut PatientState,
     device: DeviceRef,
     content: &Content,
+    arrived: vaka_gateway::UnixMillis,
 ) -> Option<(DeviceRef, super::ctg::CtgSummary)> {
-    use super::patient::CtgState;
+    use super::patient::{CtgEnd, CtgState};
     use vaka_gateway::UnixMillis;
-    let mut ended = None;
-    let mut end = |state: &mut PatientState, at: Option<UnixMillis>| {
-        if let Some(mut c) = state.ctg.take() {
-            if let Some(t) = at {
-                c.session.advance_to(t);
-            }
-            ended = Some((c.device, c.session.summary()));
-        }
+    let limits = state.plan.thresholds.ctg_limits();
+    // A running session that ends for good: advance it to `at` and
+    // summarise it (nothing can continue it any more).
+    let finish = |mut c: Box<CtgState>, at: UnixMillis| {
+        c.session.advance_to(at);
+        (c.device, c.session.summary())
     };
+    let mut ended = None;
     match content {
         Content::Observations(obs) => {
             let is_ctg = |o: &&vaka_gateway::model::Observation| {
@@ -140,19 +147,22 @@ pub fn ctg(
             let (first, last) = ctg.clone().fold((one.time, one.time), |(lo, hi), o| {
                 (lo.min(o.time), hi.max(o.time))
             });
-            let stale = state.ctg.as_ref().is_some_and(|c| {
-                c.device != device || first.millis_since(c.last_data) >= CTG_IDLE_MS
-            });
-            if stale {
-                let at = state
-                    .ctg
-                    .as_ref()
-                    .map(|c| c.last_data.plus_millis(CTG_IDLE_MS));
-                end(state, at);
+            let continues = state
+                .ctg
+                .as_ref()
+                .is_some_and(|c| c.continued_by(device, first));
+            if !continues && let Some(c) = state.ctg.take() {
+                // A session already ended was summarised when it ended.
+                if c.is_running() {
+                    let at = c.last_data.plus_millis(CTG_IDLE_MS);
+                    ended = Some(finish(c, at));
+                }
             }
             let c = state
                 .ctg
-                .get_or_insert_with(|| Box::new(CtgState::new(device, first)));
+                .get_or_insert_with(|| Box::new(CtgState::new(device, first, arrived, limits)));
+            c.ended = None;
+            c.last_received = arrived;
             for o in ctg {
                 match o.metric {
                     Metric::Fhr => c.session.push_fhr(o.time, o.value),
@@ -166,10 +176,26 @@ pub fn ctg(
             for e in events {
                 match e.kind {
                     EventKind::CtgSessionStart => {
-                        end(state, Some(e.time));
-                        state.ctg = Some(Box::new(CtgState::new(device, e.time)));
+                        if let Some(c) = state.ctg.take()
+                            && c.is_running()
+                        {
+                            ended = Some(finish(c, e.time));
+                        }
+                        state.ctg = Some(Box::new(CtgState::new(device, e.time, arrived, limits)));
                     }
-                    EventKind::CtgSessionEnd => end(state, Some(e.time)),
+                    EventKind::CtgSessionEnd => {
+                        let Some(c) = state.ctg.as_deref_mut().filter(|c| c.device == device)
+                        else {
+                            continue;
+                        };
+                        if c.is_running() {
+                            // Summarised on a copy: samples up to the end
+                            // that arrive after this event still count.
+                            ended = Some((c.device, c.session.summary_at(e.time)));
+                        }
+                        c.ended = Some(CtgEnd::Event(e.time));
+                        c.last_received = arrived;
+                    }
                     _ => {}
                 }
             }

@@ -167,7 +167,10 @@ impl Engine {
     /// The figures of a patient's CTG session so far, while one runs.
     pub fn ctg_status(&self, patient_id: &str) -> Option<ctg::CtgStatus> {
         let &p = self.patient_index.get(patient_id)?;
-        let ctg = self.patients[p as usize].ctg.as_ref()?;
+        let ctg = self.patients[p as usize]
+            .ctg
+            .as_ref()
+            .filter(|c| c.is_running())?;
         Some(ctg.session.status())
     }
 
@@ -224,15 +227,21 @@ impl Engine {
             state.backlog_until = state.backlog_until.max(arrived.plus_millis(settle));
         }
         absorb::absorb(state, device, content, &mut scratch);
-        if let Some((ctg_device, summary)) = absorb::ctg(state, device, content) {
+        if let Some((ctg_device, summary)) = absorb::ctg(state, device, content, arrived) {
             out.push(Decision::CtgSession {
                 patient_id: patient_id.to_owned(),
                 device_id: self.devices[ctg_device.0 as usize].to_string(),
                 summary,
             });
         }
-        if let Some(c) = &state.ctg {
-            let idle = c.last_data.plus_millis(absorb::CTG_IDLE_MS + 1);
+        // The session's idle timeout runs on the hub's clock from the
+        // arrival of its last data (not from that data's time: an upload of
+        // what a monitor kept offline is hours old on arrival).
+        if let Some(c) = &state.ctg
+            && c.is_running()
+            && c.last_received == arrived
+        {
+            let idle = arrived.plus_millis(absorb::CTG_IDLE_MS + 1);
             self.deadlines.insert((idle, p, Wake::CtgIdle));
         }
         let input = match content {
@@ -373,25 +382,28 @@ impl Engine {
         }
     }
 
-    /// Ends a CTG session that has had no data for 5 min.
+    /// Ends a CTG session when nothing has arrived for it for 5 min (hub
+    /// clock). Its summary is taken on a copy advanced 5 min past its last
+    /// data; the session itself is kept as it was, so that data which
+    /// continues it in data time, arriving later, reopens it.
     fn end_idle_ctg(&mut self, p: u32, now: UnixMillis, out: &mut Vec<Decision>) {
         let state = &mut self.patients[p as usize];
-        let idle = state
+        let Some(c) = state
             .ctg
-            .as_ref()
-            .is_some_and(|c| now.millis_since(c.last_data) > absorb::CTG_IDLE_MS);
-        if !idle {
+            .as_deref_mut()
+            .filter(|c| c.is_running() && now.millis_since(c.last_received) > absorb::CTG_IDLE_MS)
+        else {
             return;
-        }
-        if let Some(mut c) = state.ctg.take() {
-            c.session
-                .advance_to(c.last_data.plus_millis(absorb::CTG_IDLE_MS));
-            out.push(Decision::CtgSession {
-                patient_id: self.patient_ids[p as usize].to_string(),
-                device_id: self.devices[c.device.0 as usize].to_string(),
-                summary: c.session.summary(),
-            });
-        }
+        };
+        c.ended = Some(patient::CtgEnd::Idle);
+        let summary = c
+            .session
+            .summary_at(c.last_data.plus_millis(absorb::CTG_IDLE_MS));
+        out.push(Decision::CtgSession {
+            patient_id: self.patient_ids[p as usize].to_string(),
+            device_id: self.devices[c.device.0 as usize].to_string(),
+            summary,
+        });
     }
 
     /// When [`Engine::tick`] next has something to do.

@@ -290,32 +290,80 @@ pub struct Schedule {
 /// kept while offline, a broker backlog.
 pub const LATE_MS: i64 = 5 * UnixMillis::MINUTE;
 
-/// A CTG session in progress.
+/// How a CTG session ended (its summary has been emitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtgEnd {
+    /// Nothing arrived for 5 min (hub clock). Data that continues it in
+    /// data time (its first sample within 5 min of the session's last)
+    /// reopens it: a monitor that uploads what it kept offline is still
+    /// one session.
+    Idle,
+    /// `ctg_session_end` at this data time. Data up to that time that
+    /// arrives after the event (another topic, another order) reopens it.
+    Event(UnixMillis),
+}
+
+/// A CTG session, in progress or ended. An ended session is kept (5 KB)
+/// until the next one starts, so that late data can reopen it.
 pub struct CtgState {
     pub device: DeviceRef,
     pub session: super::ctg::CtgSession,
     /// Data time of the last sample or session event.
     pub last_data: UnixMillis,
+    /// Hub time the last CTG pack or session event arrived: the session's
+    /// idle timeout runs from here, not from `last_data`, so that data
+    /// uploaded hours after it was recorded is not cut into pieces.
+    pub last_received: UnixMillis,
+    /// `None` while the session runs.
+    pub ended: Option<CtgEnd>,
     /// When each fetal rule (baseline, variability, deceleration, signal
-    /// loss) last raised in this session, to update an alert every few
-    /// minutes rather than at every 10 s pack.
+    /// loss) last raised in this session (data time), to update an alert
+    /// every few minutes rather than at every 10 s pack.
     pub raised: [Option<UnixMillis>; 4],
     /// Start of the deceleration last alerted on.
     pub deceleration_alerted: Option<UnixMillis>,
-    /// The signal-loss alert is on (it clears with hysteresis).
+    /// The signal-loss alert may be on (it clears with hysteresis). True at
+    /// the start: an alert of an earlier session may still be active, and
+    /// the first good reading of this one clears it.
     pub loss_alarm: bool,
 }
 
 impl CtgState {
-    pub fn new(device: DeviceRef, start: UnixMillis) -> CtgState {
+    /// A session from `device` that starts at data time `start`, arriving
+    /// at hub time `received`.
+    pub fn new(
+        device: DeviceRef,
+        start: UnixMillis,
+        received: UnixMillis,
+        limits: super::ctg::CtgLimits,
+    ) -> CtgState {
         CtgState {
             device,
-            session: super::ctg::CtgSession::new(start),
+            session: super::ctg::CtgSession::with_limits(start, limits),
             last_data: start,
+            last_received: received,
+            ended: None,
             raised: [None; 4],
             deceleration_alerted: None,
-            loss_alarm: false,
+            loss_alarm: true,
         }
+    }
+
+    /// Whether CTG data from `device` whose first sample is at data time
+    /// `first` belongs to this session (running, or reopened by it): same
+    /// device, less than 5 min after its last data, and not after the
+    /// `ctg_session_end` that ended it.
+    pub fn continued_by(&self, device: DeviceRef, first: UnixMillis) -> bool {
+        self.device == device
+            && first.millis_since(self.last_data) < super::absorb::CTG_IDLE_MS
+            && match self.ended {
+                None | Some(CtgEnd::Idle) => true,
+                Some(CtgEnd::Event(end)) => first <= end,
+            }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.ended.is_none()
     }
 }
 
@@ -403,6 +451,9 @@ impl PatientState {
             .collect();
         old.retain(|o| o.alerted.is_some() && !self.schedule.iter().any(|s| s.metric == o.metric));
         self.unscheduled.extend(old);
+        if let Some(c) = self.ctg.as_deref_mut() {
+            c.session.set_limits(plan.thresholds.ctg_limits());
+        }
         self.rules = plan
             .rules
             .iter()

@@ -104,7 +104,11 @@ impl Store {
         .await)?)
     }
 
-    /// Stores the summary of a finished CTG session (idempotent).
+    /// Stores the summary of a finished CTG session. A session is one row
+    /// per device and start: a session reopened by late data and ended
+    /// again replaces its earlier summary with the new one, which covers
+    /// at least as much (an older, shorter one never replaces a longer
+    /// one, and another patient's row is left alone). Idempotent.
     pub async fn save_ctg_session(
         &self,
         patient_id: &str,
@@ -115,7 +119,11 @@ impl Store {
     ) -> Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO ctg_sessions (patient_id, device_id, started_at, ended_at, summary)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (device_id, started_at) DO UPDATE
+             SET ended_at = excluded.ended_at, summary = excluded.summary
+             WHERE ctg_sessions.patient_id = excluded.patient_id
+               AND excluded.ended_at >= ctg_sessions.ended_at",
         )
         .bind(patient_id)
         .bind(device_id)

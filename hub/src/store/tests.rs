@@ -805,3 +805,40 @@ async fn the_consistency_check_finds_alerts_the_data_contradicts() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_reopened_ctg_session_replaces_its_summary() {
+    for t in TestStore::both().await {
+        let s = &t.store;
+        let start = T0;
+        let json = |minutes: i64| serde_json::json!({ "duration_ms": minutes * 60_000 });
+        let end = |minutes: i64| UnixMillis(start.0 + minutes * UnixMillis::MINUTE);
+        // Closed by the idle timeout after 20 min, then reopened by late
+        // data and ended again after 45: one session, the later summary.
+        s.save_ctg_session("p1", "ctg-1", start, end(20), &json(20))
+            .await
+            .expect("save");
+        s.save_ctg_session("p1", "ctg-1", start, end(45), &json(45))
+            .await
+            .expect("save again");
+        // A redelivery of the first summary changes nothing.
+        s.save_ctg_session("p1", "ctg-1", start, end(20), &json(20))
+            .await
+            .expect("save old");
+        // Another session of the same device is another row.
+        s.save_ctg_session("p1", "ctg-1", end(60), end(90), &json(30))
+            .await
+            .expect("save next");
+        let rows = s.ctg_sessions("p1", 10).await.expect("sessions");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(UnixMillis::from(rows[1].started_at), start);
+        assert_eq!(UnixMillis::from(rows[1].ended_at), end(45));
+        assert_eq!(rows[1].summary, json(45).to_string());
+        // Another patient's summary never lands on this one's row.
+        s.save_ctg_session("p2", "ctg-1", start, end(50), &json(50))
+            .await
+            .expect("save other");
+        let rows = s.ctg_sessions("p1", 10).await.expect("sessions");
+        assert_eq!(rows[1].summary, json(45).to_string());
+    }
+}

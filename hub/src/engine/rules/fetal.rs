@@ -1,25 +1,38 @@
 //! Fetal heart rules during a CTG session, reading the session's figures
-//! from `engine::ctg` after each pack:
+//! from `engine::ctg` after each pack (thresholds from the plan; defaults
+//! in brackets):
 //!
 //! - `fetal_baseline` (high): the baseline over the last 10 min (excluding
-//!   accelerations, decelerations and loss) is above 160 or below 110 bpm.
+//!   accelerations, decelerations and loss) is above 160 or below 110 bpm
+//!   (160 and 110 themselves are normal).
 //! - `fetal_variability` (high): Dawes-Redman STV < 3 ms over ≥ 30 min of
-//!   valid signal, or an amplitude < 5 bpm for > 50 min.
+//!   valid signal, over the session or over the last 60 min (so a fall late
+//!   in a long session shows), or an amplitude < 5 bpm for > 50 min (51
+//!   valid minutes in a row). The amplitude limit is the analyser's, from
+//!   the plan.
 //! - `fetal_deceleration` (high): ≥ 15 bpm below the baseline for ≥ 3 min,
 //!   raised while it is still going on; shorter ones are counted in the
-//!   session summary.
+//!   session summary. Depth and length are the analyser's, from the plan.
 //! - `ctg_signal_loss` (technical, medium, per device): > 20 % of the
-//!   expected 4 Hz samples missing since the session started, after ≥ 10 min
-//!   of session; clears below 15 %.
+//!   expected 4 Hz samples missing over the last 10 min, or over the
+//!   session, after ≥ 10 min of session. Hysteresis: it clears when the
+//!   last 10 min have at most half the limit missing (10 %) and the session
+//!   is no longer above it.
 //!
 //! A condition that holds raises at once and then updates its alert at most
 //! every 5 min of data (not at every 10 s pack), with the current figures.
+//! Everything here runs on data time (the figures and the times of the
+//! samples), so a session uploaded hours after it was recorded raises the
+//! same alerts as one that arrived live; those alerts say when the data was
+//! recorded.
 
 use vaka_gateway::UnixMillis;
 use vaka_gateway::model::Metric;
 
-use super::{Context, Evidence, Input, Rule, RuleId, local_hhmm, sv, sv_exact, sv_near};
-use crate::engine::ctg::CtgStatus;
+use super::{
+    Context, Evidence, Input, Rule, RuleId, local_hhmm, recorded_late, sv, sv_exact, sv_near,
+};
+use crate::engine::ctg::{CtgStatus, STV_WINDOW_MINUTES};
 use crate::engine::patient::{CtgState, PatientState};
 
 pub struct FetalBaseline;
@@ -30,13 +43,17 @@ pub struct CtgSignalLoss;
 /// How often a holding condition updates its alert (data time).
 const UPDATE_EVERY_MS: i64 = 5 * UnixMillis::MINUTE;
 
-/// The session and its figures, when this input brought CTG samples.
+/// The running session and its figures, when this input brought CTG
+/// samples (FHR or toco: a pack with no FHR at all is a total dropout).
 fn session<'s>(
     state: &'s mut PatientState,
     input: &Input<'_>,
 ) -> Option<(&'s mut CtgState, CtgStatus)> {
-    let ctg = input.observations.iter().any(|o| o.metric == Metric::Fhr);
-    let c = state.ctg.as_deref_mut().filter(|_| ctg)?;
+    let ctg = input
+        .observations
+        .iter()
+        .any(|o| matches!(o.metric, Metric::Fhr | Metric::Toco));
+    let c = state.ctg.as_deref_mut().filter(|c| ctg && c.is_running())?;
     let status = c.session.status();
     Some((c, status))
 }
@@ -98,13 +115,10 @@ impl Rule for FetalBaseline {
             sv_exact(t.fetal_baseline_high_bpm, 0, 1)
         );
         let text = format!(
-            "Fostrets hjärtfrekvens, basalnivå {} slag/min de senaste 10 min kl. {} ({what}). Gräns: {threshold}.",
-            sv_near(
-                baseline,
-                0,
-                &[t.fetal_baseline_low_bpm, t.fetal_baseline_high_bpm]
-            ),
-            local_hhmm(now, tz)
+            "Fostrets hjärtfrekvens, basalnivå {} slag/min de senaste 10 min kl. {} ({what}). Gräns: {threshold}.{}",
+            sv_bpm(baseline),
+            local_hhmm(now, tz),
+            recorded_late(now, ctx.now, tz)
         );
         let ev = vec![evidence(
             c,
@@ -119,6 +133,16 @@ impl Rule for FetalBaseline {
     }
 }
 
+/// A rate in whole bpm, or with one decimal where it has some (a baseline
+/// of 160,25 must not read "160" beside a limit of 160).
+fn sv_bpm(bpm: f64) -> String {
+    if (bpm - bpm.round()).abs() < 0.005 {
+        sv(bpm, 0)
+    } else {
+        sv(bpm, 1)
+    }
+}
+
 impl Rule for FetalVariability {
     fn id(&self) -> RuleId {
         RuleId::FetalVariability
@@ -126,14 +150,16 @@ impl Rule for FetalVariability {
 
     fn on_input(&self, state: &mut PatientState, input: &Input<'_>, ctx: &mut Context<'_>) {
         let t = state.plan.thresholds.clone();
+        let tz = state.tz;
         let Some((c, s)) = session(state, input) else {
             return;
         };
-        let low_stv = s
-            .stv_ms
-            .filter(|stv| s.stv_minutes >= t.fetal_stv_min_valid_min && *stv < t.fetal_stv_low_ms);
+        let minutes = t.fetal_stv_min_valid_min;
+        let low = |stv: &f64, n: u32| n >= minutes && *stv < t.fetal_stv_low_ms;
+        let session_low = s.stv_ms.filter(|v| low(v, s.stv_minutes));
+        let window_low = s.window_stv_ms.filter(|v| low(v, s.window_stv_minutes));
         let flat = s.low_amplitude_minutes > t.fetal_amplitude_low_min;
-        if low_stv.is_none() && !flat {
+        if session_low.is_none() && window_low.is_none() && !flat {
             return;
         }
         let now = c.last_data;
@@ -141,23 +167,36 @@ impl Rule for FetalVariability {
             return;
         }
         let threshold = format!(
-            "STV < {} ms över ≥ {} min signal, eller amplitud < {} slag/min i > {} min",
+            "STV < {} ms över ≥ {} min signal (sedan start eller de senaste {} min), eller amplitud < {} slag/min i > {} min",
             sv_exact(t.fetal_stv_low_ms, 0, 1),
-            t.fetal_stv_min_valid_min,
+            minutes,
+            STV_WINDOW_MINUTES,
             sv(t.fetal_amplitude_low_bpm, 0),
             t.fetal_amplitude_low_min
         );
+        let late = recorded_late(now, ctx.now, tz);
         let mut ev = Vec::new();
-        let text = match low_stv {
-            Some(stv) => {
+        let text = match (session_low, window_low) {
+            (Some(stv), _) => {
                 ev.push(evidence(c, "fhr_stv", stv, "ms", now, ctx));
                 format!(
-                    "Låg korttidsvariabilitet hos fostret: STV {} ms över {} min signal. Gräns: {threshold}.",
+                    "Låg korttidsvariabilitet hos fostret: STV {} ms över {} min signal sedan start kl. {}. Gräns: {threshold}.{late}",
                     sv_near(stv, 1, &[t.fetal_stv_low_ms]),
-                    s.stv_minutes
+                    s.stv_minutes,
+                    local_hhmm(c.session.start(), tz)
                 )
             }
-            None => {
+            (None, Some(stv)) => {
+                ev.push(evidence(c, "fhr_stv_60min", stv, "ms", now, ctx));
+                format!(
+                    "Låg korttidsvariabilitet hos fostret: STV {} ms över {} min signal de senaste {} min (sedan start {} ms). Gräns: {threshold}.{late}",
+                    sv(stv, 1),
+                    s.window_stv_minutes,
+                    STV_WINDOW_MINUTES,
+                    sv(s.stv_ms.unwrap_or(stv), 1)
+                )
+            }
+            (None, None) => {
                 let amp = s.last_minute_amplitude_bpm.unwrap_or(0.0);
                 ev.push(evidence(
                     c,
@@ -168,7 +207,7 @@ impl Rule for FetalVariability {
                     ctx,
                 ));
                 format!(
-                    "Låg variabilitet hos fostret: amplitud under {} slag/min i {} min. Gräns: {threshold}.",
+                    "Låg variabilitet hos fostret: amplitud under {} slag/min i {} min. Gräns: {threshold}.{late}",
                     sv(t.fetal_amplitude_low_bpm, 0),
                     s.low_amplitude_minutes
                 )
@@ -190,6 +229,9 @@ impl Rule for FetalDeceleration {
         let Some((c, s)) = session(state, input) else {
             return;
         };
+        // The analyser measures decelerations with the plan's depth; the
+        // plan's length decides which of them alert. (A plan changed during
+        // a deceleration: its depth is checked here too.)
         let long = i64::from(t.fetal_deceleration_min) * UnixMillis::MINUTE;
         // The one going on, or the last one if it ended since the last pack.
         let Some(d) = s
@@ -209,12 +251,13 @@ impl Rule for FetalDeceleration {
             t.fetal_deceleration_min
         );
         let text = format!(
-            "Deceleration hos fostret sedan kl. {}: {} slag/min under basalnivån {} (lägst {}) i {} min. Gräns: {threshold}.",
+            "Deceleration hos fostret sedan kl. {}: {} slag/min under basalnivån {} (lägst {}) i {} min. Gräns: {threshold}.{}",
             local_hhmm(d.start, tz),
             sv_near(d.depth_bpm, 0, &[t.fetal_deceleration_bpm]),
             sv(d.baseline_bpm, 0),
             sv(d.nadir_bpm, 0),
-            sv(d.duration_ms as f64 / 60_000.0, 1)
+            sv(d.duration_ms as f64 / 60_000.0, 1),
+            recorded_late(c.last_data, ctx.now, tz)
         );
         let ev = vec![
             evidence(
@@ -262,32 +305,43 @@ impl Rule for CtgSignalLoss {
             return;
         }
         let device = c.device;
-        if s.signal_loss_pct > t.ctg_signal_loss_pct {
+        let limit = t.ctg_signal_loss_pct;
+        let (window, session) = (s.window_signal_loss_pct, s.signal_loss_pct);
+        if window > limit || session > limit {
             c.loss_alarm = true;
             let now = c.last_data;
             if !due(c, 3, now) {
                 return;
             }
             let threshold = format!(
-                "> {} % saknade mätvärden efter ≥ {} min",
-                sv_exact(t.ctg_signal_loss_pct, 0, 1),
+                "> {} % saknade mätvärden de senaste 10 min eller sedan start, efter ≥ {} min",
+                sv_exact(limit, 0, 1),
                 t.ctg_signal_loss_after_min
             );
             let text = format!(
-                "Dålig CTG-signal: {} % av mätvärdena saknas sedan start kl. {}. Be patienten justera givaren. Gräns: {threshold}.",
-                sv_near(s.signal_loss_pct, 0, &[t.ctg_signal_loss_pct]),
-                local_hhmm(c.session.start(), tz)
+                "Dålig CTG-signal: {} % av mätvärdena saknas de senaste 10 min, {} % sedan start kl. {}. Be patienten justera givaren. Gräns: {threshold}.{}",
+                sv_near(window, 0, &[limit]),
+                sv_near(session, 0, &[limit]),
+                local_hhmm(c.session.start(), tz),
+                recorded_late(now, ctx.now, tz)
             );
-            let ev = vec![evidence(c, "signal_loss", s.signal_loss_pct, "%", now, ctx)];
+            let ev = vec![
+                evidence(c, "signal_loss_10min", window, "%", now, ctx),
+                evidence(c, "signal_loss", session, "%", now, ctx),
+            ];
             let mut f = ctx.finding(RuleId::CtgSignalLoss, text, threshold, ev, now, now);
             f.device_id = Some(ctx.device_name(device).to_owned());
             ctx.raise(f);
-        } else if c.loss_alarm && s.signal_loss_pct < t.ctg_signal_loss_pct * 0.75 {
-            // Hysteresis: clears only well below the threshold.
+        } else if c.loss_alarm && window <= limit / 2.0 {
+            // Hysteresis: clears only once the last 10 min are well below
+            // the limit (and the session is not above it, or we would not
+            // be here).
             c.loss_alarm = false;
+            c.raised[3] = None;
             let reason = format!(
-                "Signalen är bra igen: {} % saknas.",
-                sv(s.signal_loss_pct, 0)
+                "Signalen är bra igen: {} % saknas de senaste 10 min, {} % sedan start.",
+                sv(window, 0),
+                sv(session, 0)
             );
             let at = c.last_data;
             ctx.clear(RuleId::CtgSignalLoss, Some(device), reason, at);

@@ -416,6 +416,24 @@ pub fn local_hhmm(t: UnixMillis, tz: chrono_tz::Tz) -> String {
         .unwrap_or_else(|| "okänd tid".into())
 }
 
+/// Data older than this on arrival is late: alerts raised from it say when
+/// it was recorded (ARCHITECTURE §3).
+pub const LATE_MS: i64 = 5 * UnixMillis::MINUTE;
+
+/// " Registrerad 3/12 14:05 (inkom i efterhand)." when data recorded at
+/// `recorded` (data time) arrived at `arrived` (hub clock) more than
+/// [`LATE_MS`] later; empty otherwise (no allocation).
+pub fn recorded_late(recorded: UnixMillis, arrived: UnixMillis, tz: chrono_tz::Tz) -> String {
+    if arrived.millis_since(recorded) > LATE_MS {
+        format!(
+            " Registrerad {} (inkom i efterhand).",
+            local_day_hhmm(recorded, tz)
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// "d/m HH:MM" in the patient's time zone.
 pub fn local_day_hhmm(t: UnixMillis, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(t.0)
