@@ -127,14 +127,7 @@ pub fn ctg(
     arrived: vaka_gateway::UnixMillis,
 ) -> Option<(DeviceRef, super::ctg::CtgSummary)> {
     use super::patient::{CtgEnd, CtgState};
-    use vaka_gateway::UnixMillis;
     let limits = state.plan.thresholds.ctg_limits();
-    // A running session that ends for good: advance it to `at` and
-    // summarise it (nothing can continue it any more).
-    let finish = |mut c: Box<CtgState>, at: UnixMillis| {
-        c.session.advance_to(at);
-        (c.device, c.session.summary())
-    };
     let mut ended = None;
     match content {
         Content::Observations(obs) => {
@@ -154,8 +147,7 @@ pub fn ctg(
             if !continues && let Some(c) = state.ctg.take() {
                 // A session already ended was summarised when it ended.
                 if c.is_running() {
-                    let at = c.last_data.plus_millis(CTG_IDLE_MS);
-                    ended = Some(finish(c, at));
+                    ended = Some((c.device, c.summary(c.last_data.plus_millis(CTG_IDLE_MS))));
                 }
             }
             let c = state
@@ -179,7 +171,7 @@ pub fn ctg(
                         if let Some(c) = state.ctg.take()
                             && c.is_running()
                         {
-                            ended = Some(finish(c, e.time));
+                            ended = Some((c.device, c.summary(e.time)));
                         }
                         state.ctg = Some(Box::new(CtgState::new(device, e.time, arrived, limits)));
                     }
@@ -191,7 +183,7 @@ pub fn ctg(
                         if c.is_running() {
                             // Summarised on a copy: samples up to the end
                             // that arrive after this event still count.
-                            ended = Some((c.device, c.session.summary_at(e.time)));
+                            ended = Some((c.device, c.summary(e.time)));
                         }
                         c.ended = Some(CtgEnd::Event(e.time));
                         c.last_received = arrived;

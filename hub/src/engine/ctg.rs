@@ -1167,4 +1167,4 @@ impl CtgSession {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

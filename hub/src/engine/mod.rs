@@ -383,9 +383,9 @@ impl Engine {
     }
 
     /// Ends a CTG session when nothing has arrived for it for 5 min (hub
-    /// clock). Its summary is taken on a copy advanced 5 min past its last
-    /// data; the session itself is kept as it was, so that data which
-    /// continues it in data time, arriving later, reopens it.
+    /// clock). Its summary is taken on a copy; the session itself is kept
+    /// as it was, so that data which continues it in data time, arriving
+    /// later, reopens it.
     fn end_idle_ctg(&mut self, p: u32, now: UnixMillis, out: &mut Vec<Decision>) {
         let state = &mut self.patients[p as usize];
         let Some(c) = state
@@ -396,9 +396,7 @@ impl Engine {
             return;
         };
         c.ended = Some(patient::CtgEnd::Idle);
-        let summary = c
-            .session
-            .summary_at(c.last_data.plus_millis(absorb::CTG_IDLE_MS));
+        let summary = c.summary(c.last_data.plus_millis(absorb::CTG_IDLE_MS));
         out.push(Decision::CtgSession {
             patient_id: self.patient_ids[p as usize].to_string(),
             device_id: self.devices[c.device.0 as usize].to_string(),

@@ -365,6 +365,21 @@ impl CtgState {
     pub fn is_running(&self) -> bool {
         self.ended.is_none()
     }
+
+    /// The session's summary when it ends at data time `end`, however it
+    /// ends (its event, a gap in its data, the idle timeout, the next
+    /// session): everything it received is analysed, on a copy (epochs are
+    /// closed up to 5 min after its last sample; that silence is not loss
+    /// of the recording, see `CtgSummary`), so the summary does not depend
+    /// on how, or how late, the session ended. A session without samples
+    /// lasts until `end`.
+    pub fn summary(&self, end: UnixMillis) -> super::ctg::CtgSummary {
+        let at = match self.session.last_data() {
+            Some(_) => self.last_data.plus_millis(super::absorb::CTG_IDLE_MS),
+            None => end,
+        };
+        self.session.summary_at(at)
+    }
 }
 
 /// Everything the rules remember about one patient.

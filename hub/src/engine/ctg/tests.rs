@@ -826,16 +826,16 @@ impl Lcg {
 
 /// One slot of a synthetic recording.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    fhr: Option<f64>,
-    toco: f64,
-    jitter_ms: i64,
+pub(crate) struct Sample {
+    pub fhr: Option<f64>,
+    pub toco: f64,
+    pub jitter_ms: i64,
 }
 
 /// A noisy trace around 135–145 bpm, quantised to 0.25 bpm like a monitor,
 /// with bursts of loss; with `events`, also accelerations and
 /// decelerations of 20 s to 4 min.
-fn synthetic(seed: u64, slots: u64, events: bool) -> Vec<Sample> {
+pub(crate) fn synthetic(seed: u64, slots: u64, events: bool) -> Vec<Sample> {
     let mut rng = Lcg(seed);
     let base = 135.0 + 10.0 * rng.next();
     let (mut loss_left, mut event_left, mut delta) = (0u64, 0u64, 0.0);
@@ -1042,7 +1042,7 @@ proptest! {
 // ---- Real recordings (CTU-UHB, see device-sim/data/ctu-uhb/README.md) ----
 
 /// `(fhr, uc)` per 4 Hz sample; `None` where `fhr_bpm` is empty.
-fn record(id: &str) -> Vec<(Option<f64>, f64)> {
+pub(crate) fn record(id: &str) -> Vec<(Option<f64>, f64)> {
     let path = format!(
         "{}/../device-sim/data/ctu-uhb/{id}.csv",
         env!("CARGO_MANIFEST_DIR")

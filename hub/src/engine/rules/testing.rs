@@ -265,6 +265,24 @@ impl Harness {
         self.send("ctg-1", Content::Observations(obs), t);
     }
 
+    /// A session event of the fetal monitor.
+    pub fn ctg_event(&mut self, t: UnixMillis, kind: EventKind) {
+        let ev = vec![Event {
+            time: t,
+            kind,
+            text: None,
+        }];
+        self.send("ctg-1", Content::Events(ev), t);
+    }
+
+    /// Every finding raised so far, in order.
+    pub fn findings(&self) -> impl Iterator<Item = &super::Finding> {
+        self.decisions.iter().filter_map(|d| match d {
+            Decision::Raise(f) => Some(f),
+            _ => None,
+        })
+    }
+
     pub fn ctg_summaries(&self) -> Vec<crate::engine::ctg::CtgSummary> {
         self.decisions
             .iter()
