@@ -544,7 +544,7 @@ fn a_long_silence_is_skipped_exactly() {
             } else if k < 12 * MIN {
                 Some(105.0)
             } else if k < gap_end {
-                (trickle && k < 24 * MIN && k % 37 == 0).then_some(140.0)
+                (trickle && k < 24 * MIN && k.is_multiple_of(37)).then_some(140.0)
             } else {
                 alternating(150.0, 146.0)(k)
             }
