@@ -326,7 +326,7 @@ impl Plan {
             )));
         }
         let t = &self.thresholds;
-        let ranges: [(&str, f64, f64, f64); 16] = [
+        let ranges: [(&str, f64, f64, f64); 18] = [
             ("weight_gain_1d_kg", t.weight_gain_1d_kg, 0.3, 10.0),
             ("weight_gain_3d_kg", t.weight_gain_3d_kg, 0.3, 15.0),
             (
@@ -361,10 +361,47 @@ impl Plan {
                 130.0,
             ),
             ("fetal_stv_low_ms", t.fetal_stv_low_ms, 1.0, 10.0),
+            (
+                "fetal_amplitude_low_bpm",
+                t.fetal_amplitude_low_bpm,
+                1.0,
+                15.0,
+            ),
+            (
+                "fetal_deceleration_bpm",
+                t.fetal_deceleration_bpm,
+                10.0,
+                40.0,
+            ),
             ("battery_low_pct", t.battery_low_pct, 1.0, 80.0),
             ("ctg_signal_loss_pct", t.ctg_signal_loss_pct, 1.0, 90.0),
         ];
         for (name, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(PlanError(format!(
+                    "{name} must be within {lo}–{hi}, not {v}"
+                )));
+            }
+        }
+        // Minutes of the fetal rules. STV is also judged over the last 60
+        // min of a session, so it cannot ask for more signal than that.
+        let minutes = [
+            ("fetal_stv_min_valid_min", t.fetal_stv_min_valid_min, 10, 60),
+            (
+                "fetal_amplitude_low_min",
+                t.fetal_amplitude_low_min,
+                10,
+                240,
+            ),
+            ("fetal_deceleration_min", t.fetal_deceleration_min, 1, 10),
+            (
+                "ctg_signal_loss_after_min",
+                t.ctg_signal_loss_after_min,
+                1,
+                60,
+            ),
+        ];
+        for (name, v, lo, hi) in minutes {
             if !(lo..=hi).contains(&v) {
                 return Err(PlanError(format!(
                     "{name} must be within {lo}–{hi}, not {v}"
@@ -524,6 +561,10 @@ mod tests {
             json!({"thresholds": {"missed_heartbeats": 0}}),
             json!({"schedule": [{"metric": "weight", "by": "25:00"}]}),
             json!({"dry_weight_kg": 5}),
+            json!({"thresholds": {"fetal_stv_min_valid_min": 90}}),
+            json!({"thresholds": {"fetal_deceleration_bpm": 5}}),
+            json!({"thresholds": {"fetal_deceleration_min": 0}}),
+            json!({"thresholds": {"fetal_amplitude_low_bpm": 0}}),
             json!({"program": "astronaut"}),
         ] {
             assert!(plan.patched(&patch).is_err(), "{patch}");
