@@ -126,7 +126,7 @@ pub fn ctg(
     content: &Content,
     arrived: vaka_gateway::UnixMillis,
 ) -> Option<(DeviceRef, super::ctg::CtgSummary)> {
-    use super::patient::{CtgEnd, CtgState};
+    use super::patient::CtgState;
     let limits = state.plan.thresholds.ctg_limits();
     let mut ended = None;
     match content {
@@ -153,7 +153,7 @@ pub fn ctg(
             let c = state
                 .ctg
                 .get_or_insert_with(|| Box::new(CtgState::new(device, first, arrived, limits)));
-            c.ended = None;
+            c.running = true;
             c.last_received = arrived;
             for o in ctg {
                 match o.metric {
@@ -185,7 +185,8 @@ pub fn ctg(
                             // that arrive after this event still count.
                             ended = Some((c.device, c.summary(e.time)));
                         }
-                        c.ended = Some(CtgEnd::Event(e.time));
+                        c.running = false;
+                        c.end_event.get_or_insert(e.time);
                         c.last_received = arrived;
                     }
                     _ => {}

@@ -395,7 +395,7 @@ impl Engine {
         else {
             return;
         };
-        c.ended = Some(patient::CtgEnd::Idle);
+        c.running = false;
         let summary = c.summary(c.last_data.plus_millis(absorb::CTG_IDLE_MS));
         out.push(Decision::CtgSession {
             patient_id: self.patient_ids[p as usize].to_string(),

@@ -314,8 +314,16 @@ pub struct CtgState {
     /// idle timeout runs from here, not from `last_data`, so that data
     /// uploaded hours after it was recorded is not cut into pieces.
     pub last_received: UnixMillis,
-    /// `None` while the session runs.
-    pub ended: Option<CtgEnd>,
+    /// `false` once the session has ended and its summary was emitted: by
+    /// its `ctg_session_end`, a gap in its data, or when nothing arrived
+    /// for 5 min (hub clock). Data that continues it in data time (see
+    /// [`CtgState::continued_by`]) reopens it: a monitor that uploads what
+    /// it kept offline is still one session.
+    pub running: bool,
+    /// Data time of its `ctg_session_end`, if one came: data after it is
+    /// another session, data up to it that arrives after the event
+    /// (another topic, another order) is still this one.
+    pub end_event: Option<UnixMillis>,
     /// When each fetal rule (baseline, variability, deceleration, signal
     /// loss) last raised in this session (data time), to update an alert
     /// every few minutes rather than at every 10 s pack.
@@ -342,7 +350,8 @@ impl CtgState {
             session: super::ctg::CtgSession::with_limits(start, limits),
             last_data: start,
             last_received: received,
-            ended: None,
+            running: true,
+            end_event: None,
             raised: [None; 4],
             deceleration_alerted: None,
             loss_alarm: true,
@@ -356,14 +365,11 @@ impl CtgState {
     pub fn continued_by(&self, device: DeviceRef, first: UnixMillis) -> bool {
         self.device == device
             && first.millis_since(self.last_data) < super::absorb::CTG_IDLE_MS
-            && match self.ended {
-                None | Some(CtgEnd::Idle) => true,
-                Some(CtgEnd::Event(end)) => first <= end,
-            }
+            && self.end_event.is_none_or(|end| first <= end)
     }
 
     pub fn is_running(&self) -> bool {
-        self.ended.is_none()
+        self.running
     }
 
     /// The session's summary when it ends at data time `end`, however it

@@ -733,6 +733,78 @@ fn real_recordings_uploaded_after_the_fact_raise_what_they_raised_live() {
     }
 }
 
+#[test]
+fn the_hub_clock_ends_a_session_only_when_its_data_stops_arriving() {
+    let t0 = at(4, "10:00");
+    let fhr = |k: i64| Some(140.0 + (k / EP % 4) as f64);
+    let mut h = Harness::new();
+    // 12 min live (each pack arrives at its last sample's time).
+    slots(&mut h, t0, 0, 12 * MIN, fhr);
+    let last = t0.plus_millis((12 * MIN - 1) * SAMPLE_MS);
+    // 5 min with nothing received is not yet more than 5.
+    h.tick(last.plus_millis(5 * UnixMillis::MINUTE));
+    assert!(h.ctg_summaries().is_empty());
+    h.tick(last.plus_millis(5 * UnixMillis::MINUTE + 1));
+    let first = h.ctg_summaries();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].duration_ms, 12 * UnixMillis::MINUTE);
+    assert!(h.engine.ctg_status(PATIENT).is_none(), "ended");
+
+    // The monitor comes back 20 min later with the 3 min that followed
+    // (data within 5 min of the session's last): the same session, reopened
+    // and analysed whole, summarised again when it goes quiet.
+    let back = last.plus_millis(20 * UnixMillis::MINUTE);
+    h.arrive_at(back);
+    slots(&mut h, t0, 12 * MIN, 15 * MIN, fhr);
+    let s = status(&h);
+    assert_eq!(s.expected_samples, (15 * MIN - EP) as u64);
+    assert_eq!(s.received_samples, s.expected_samples);
+    h.tick(back.plus_millis(5 * UnixMillis::MINUTE + 1));
+    let summaries = h.ctg_summaries();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[1].start, first[0].start);
+    assert_eq!(summaries[1].duration_ms, 15 * UnixMillis::MINUTE);
+    assert_eq!(summaries[1].signal_loss_pct, 0.0);
+
+    // Data 5 min after the session's last (a gap in data time) is a new
+    // session; the old one was stored already and is not summarised again.
+    h.arrive_at(back.plus_millis(UnixMillis::HOUR));
+    slots(&mut h, t0, 20 * MIN, 21 * MIN, fhr);
+    assert_eq!(h.ctg_summaries().len(), 2);
+    let s = status(&h);
+    assert_eq!(s.expected_samples, MIN as u64 - EP as u64);
+}
+
+#[test]
+fn data_from_before_a_session_end_that_arrives_after_it_still_counts() {
+    // The end event (on `evt`) overtakes the last pack (on `obs`).
+    let t0 = at(4, "10:00");
+    let fhr = |k: i64| Some(140.0 + (k / EP % 4) as f64);
+    let mut h = Harness::new();
+    h.ctg_event(t0, EventKind::CtgSessionStart);
+    slots(&mut h, t0, 0, 12 * MIN - 40, fhr);
+    let end = t0.plus_millis(12 * MIN * SAMPLE_MS);
+    h.ctg_event(end, EventKind::CtgSessionEnd);
+    assert_eq!(h.ctg_summaries().len(), 1);
+    assert_eq!(
+        h.ctg_summaries()[0].duration_ms,
+        12 * UnixMillis::MINUTE - 10_000
+    );
+    // The last pack, recorded before the end: the session is reopened, and
+    // summarised whole when it goes quiet.
+    slots(&mut h, t0, 12 * MIN - 40, 12 * MIN, fhr);
+    assert!(h.engine.ctg_status(PATIENT).is_some(), "reopened");
+    h.tick(end.plus_millis(6 * UnixMillis::MINUTE));
+    let summaries = h.ctg_summaries();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[1].start, summaries[0].start);
+    assert_eq!(summaries[1].duration_ms, 12 * UnixMillis::MINUTE);
+    // Samples after the end are another session.
+    slots(&mut h, t0, 12 * MIN + 40, 13 * MIN, fhr);
+    let s = status(&h);
+    assert!(s.expected_samples < MIN as u64, "{s:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
