@@ -674,8 +674,8 @@ impl CtgSession {
         self.limits = limits;
     }
 
-    /// Data time of the latest accepted sample (fhr or toco), on the grid:
-    /// what the engine compares with its clock to end a silent session.
+    /// Data time of the latest accepted sample (fhr or toco), on the grid;
+    /// `None` before the first.
     pub fn last_data(&self) -> Option<UnixMillis> {
         self.last_slot.map(|s| self.slot_time(s))
     }
