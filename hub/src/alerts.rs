@@ -254,17 +254,22 @@ impl Span {
         }
     }
 
+    fn key(&self) -> Key<'_> {
+        Key::new(
+            self.patient_id.as_deref(),
+            self.rule,
+            self.device_id.as_deref(),
+            self.measurement.as_deref(),
+        )
+    }
+
     fn holds(&self, key: Key<'_>, t: UnixMillis) -> bool {
-        self.rule == key.rule
-            && self.device_id.as_deref() == key.device_id
-            && self.measurement.as_deref() == key.measurement
-            && self.first_reading_at <= t
-            && t <= self.last_reading_at
+        self.key() == key && self.first_reading_at <= t && t <= self.last_reading_at
     }
 }
 
 /// What tells alerts apart: at most one is active per key.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Key<'a> {
     patient_id: Option<&'a str>,
     rule: RuleId,
@@ -298,10 +303,12 @@ impl<'a> Key<'a> {
         )
     }
 
+    /// Whether `a` is of this key (alerts are kept per patient already).
     fn is(&self, a: &Alert) -> bool {
-        a.rule == self.rule
-            && a.device_id.as_deref() == self.device_id
-            && a.measurement.as_deref() == self.measurement
+        Key {
+            patient_id: self.patient_id,
+            ..Key::of(a)
+        } == *self
     }
 }
 
@@ -326,14 +333,8 @@ impl AlertBook {
     /// window a rebuild replays).
     pub fn remember(&mut self, spans: impl IntoIterator<Item = Span>) {
         for span in spans {
-            let key = Key::new(
-                span.patient_id.as_deref(),
-                span.rule,
-                span.device_id.as_deref(),
-                span.measurement.as_deref(),
-            );
             // The latest alert of its key is judged by itself.
-            if self.latest(key).is_some_and(|a| {
+            if self.latest(span.key()).is_some_and(|a| {
                 a.first_reading_at == span.first_reading_at
                     && a.last_reading_at == span.last_reading_at
             }) {

@@ -221,7 +221,7 @@ impl Engine {
         let state = &mut self.patients[p as usize];
         if content
             .last_time()
-            .is_some_and(|t| arrived.millis_since(t) > patient::LATE_MS)
+            .is_some_and(|t| arrived.millis_since(t) > rules::LATE_MS)
         {
             let settle = i64::from(state.plan.thresholds.late_data_settle_s) * UnixMillis::SECOND;
             state.backlog_until = state.backlog_until.max(arrived.plus_millis(settle));

@@ -286,10 +286,6 @@ pub struct Schedule {
     pub alerted: Option<(UnixMillis, UnixMillis)>,
 }
 
-/// Data older than this on arrival is late: a device uploading what it
-/// kept while offline, a broker backlog.
-pub const LATE_MS: i64 = 5 * UnixMillis::MINUTE;
-
 /// How a CTG session ended (its summary has been emitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtgEnd {

@@ -33,24 +33,17 @@ use crate::engine::patient::{PatientState, Schedule};
 
 pub struct MissingMeasurement;
 
-/// The measurement's name in a Swedish sentence, with its gender:
-/// "Ingen vikt", "Inget blodtryck".
+/// The measurement's name in a Swedish sentence, with the "none" that
+/// agrees with it: "Ingen vikt", "Inget blodtryck".
 fn swedish(metric: Metric) -> (&'static str, &'static str) {
     match metric {
-        Metric::Weight => ("ingen", "vikt"),
-        Metric::Sys | Metric::Dia | Metric::Map => ("inget", "blodtryck"),
-        Metric::Hr => ("ingen", "puls"),
-        Metric::Spo2 => ("ingen", "syremättnad"),
-        Metric::Temp => ("ingen", "temperatur"),
-        Metric::Fhr | Metric::Toco | Metric::Sigq => ("ingen", "CTG"),
+        Metric::Weight => ("Ingen", "vikt"),
+        Metric::Sys | Metric::Dia | Metric::Map => ("Inget", "blodtryck"),
+        Metric::Hr => ("Ingen", "puls"),
+        Metric::Spo2 => ("Ingen", "syremättnad"),
+        Metric::Temp => ("Ingen", "temperatur"),
+        Metric::Fhr | Metric::Toco | Metric::Sigq => ("Inget", "CTG"),
     }
-}
-
-fn capitalised(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
 }
 
 fn hhmm(minutes: u32) -> String {
@@ -83,11 +76,11 @@ fn alert_after_ms(state: &PatientState) -> i64 {
     i64::from(hours) * UnixMillis::HOUR
 }
 
-/// When the absence of the reading due at `due` is alerted: at its
-/// deadline, and not while late data is still arriving.
+/// When the absence of the reading due at `due` is alerted. (While late
+/// data is still arriving the engine holds the deadline back; see
+/// `RuleId::judges_absence`.)
 fn alert_at(state: &PatientState, due: UnixMillis) -> UnixMillis {
     due.plus_millis(alert_after_ms(state))
-        .max(state.backlog_until)
 }
 
 /// The patient's daytime on the day `due` falls on: `[from, until)`.
@@ -101,12 +94,11 @@ fn daytime(state: &PatientState, due: UnixMillis) -> (UnixMillis, UnixMillis) {
 }
 
 /// When to remind the patient of the reading due at `due`, if at all: two
-/// hours after it, within her daytime that day, after any upload of late
-/// data.
+/// hours after it, within her daytime that day.
 fn remind_at(state: &PatientState, due: UnixMillis) -> Option<UnixMillis> {
     let (from, until) = daytime(state, due);
     let after = i64::from(state.plan.thresholds.remind_after_h) * UnixMillis::HOUR;
-    let at = due.plus_millis(after).max(from).max(state.backlog_until);
+    let at = due.plus_millis(after).max(from);
     (at < until).then_some(at)
 }
 
@@ -168,8 +160,7 @@ fn raise(state: &PatientState, s: &Schedule, due: UnixMillis, ctx: &mut Context<
         None => "ännu".into(),
     };
     let text = format!(
-        "{} {what} {since}: väntades senast {}, larm {hours} h efter utsatt tid.",
-        capitalised(none),
+        "{none} {what} {since}: väntades senast {}, larm {hours} h efter utsatt tid.",
         local_day_hhmm(due, state.tz)
     );
     let threshold = format!(
@@ -236,8 +227,7 @@ impl Rule for MissingMeasurement {
             resolve(state, &state.schedule[i], newest, ctx);
             state.schedule[i].alerted = None;
         }
-        // The upload of late data may have moved the deadlines.
-        if changed || state.backlog_until > ctx.now {
+        if changed {
             schedule_wakes(state, ctx);
         }
     }

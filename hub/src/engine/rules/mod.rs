@@ -271,21 +271,20 @@ impl Context<'_> {
     /// raised. A reading older than the alert (late, or replayed by a
     /// rebuild) is judged on its own, as it was when it was taken.
     pub fn is_active_at(&self, rule: RuleId, t: UnixMillis) -> bool {
-        (self.active_since)(rule).is_some_and(|since| since <= t)
-            || self
-                .out
-                .iter()
-                .any(|d| matches!(d, Decision::Raise(f) if f.rule == rule))
+        (self.active_since)(rule).is_some_and(|since| since <= t) || self.raised_now(rule)
     }
 
     /// Whether the patient has an active alert of `rule`, counting one this
     /// very input has just raised.
     pub fn is_active(&self, rule: RuleId) -> bool {
-        (self.active)(rule, None)
-            || self
-                .out
-                .iter()
-                .any(|d| matches!(d, Decision::Raise(f) if f.rule == rule))
+        (self.active)(rule, None) || self.raised_now(rule)
+    }
+
+    /// Whether this very input has raised `rule` already.
+    fn raised_now(&self, rule: RuleId) -> bool {
+        self.out
+            .iter()
+            .any(|d| matches!(d, Decision::Raise(f) if f.rule == rule))
     }
 
     pub fn device_name(&self, device: DeviceRef) -> &str {
@@ -416,8 +415,9 @@ pub fn local_hhmm(t: UnixMillis, tz: chrono_tz::Tz) -> String {
         .unwrap_or_else(|| "okänd tid".into())
 }
 
-/// Data older than this on arrival is late: alerts raised from it say when
-/// it was recorded (ARCHITECTURE §3).
+/// Data older than this on arrival is late (a device uploading what it kept
+/// while offline, a broker backlog): alerts raised from it say when it was
+/// recorded, and absences wait for the rest of the upload (ARCHITECTURE §3).
 pub const LATE_MS: i64 = 5 * UnixMillis::MINUTE;
 
 /// " Registrerad 3/12 14:05 (inkom i efterhand)." when data recorded at
