@@ -6,7 +6,7 @@
 
 use vaka_gateway::model::{Content, EventKind, Metric};
 
-use super::patient::{DailyWeight, DeviceRef, Inserted, PatientState, Symptom, Vital};
+use super::patient::{CTG_IDLE_MS, DailyWeight, DeviceRef, Inserted, PatientState, Symptom, Vital};
 
 /// What a message changed in the shared windows.
 #[derive(Debug, Default)]
@@ -104,10 +104,6 @@ pub fn absorb(state: &mut PatientState, device: DeviceRef, content: &Content, ou
         Content::Status(_) => {}
     }
 }
-
-/// A CTG session ends after a gap this long in its data, or when nothing
-/// has arrived for this long (hub clock).
-pub const CTG_IDLE_MS: i64 = 5 * vaka_gateway::UnixMillis::MINUTE;
 
 /// Feeds CTG samples and session events into the patient's session
 /// (ARCHITECTURE §4, after the table): a session starts with

@@ -241,7 +241,7 @@ impl Engine {
             && c.is_running()
             && c.last_received == arrived
         {
-            let idle = arrived.plus_millis(absorb::CTG_IDLE_MS + 1);
+            let idle = arrived.plus_millis(patient::CTG_IDLE_MS + 1);
             self.deadlines.insert((idle, p, Wake::CtgIdle));
         }
         let input = match content {
@@ -391,12 +391,12 @@ impl Engine {
         let Some(c) = state
             .ctg
             .as_deref_mut()
-            .filter(|c| c.is_running() && now.millis_since(c.last_received) > absorb::CTG_IDLE_MS)
+            .filter(|c| c.is_running() && now.millis_since(c.last_received) > patient::CTG_IDLE_MS)
         else {
             return;
         };
         c.running = false;
-        let summary = c.summary(c.last_data.plus_millis(absorb::CTG_IDLE_MS));
+        let summary = c.summary(c.last_data.plus_millis(patient::CTG_IDLE_MS));
         out.push(Decision::CtgSession {
             patient_id: self.patient_ids[p as usize].to_string(),
             device_id: self.devices[c.device.0 as usize].to_string(),

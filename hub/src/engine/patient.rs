@@ -286,6 +286,10 @@ pub struct Schedule {
     pub alerted: Option<(UnixMillis, UnixMillis)>,
 }
 
+/// A CTG session ends after a gap this long in its data, or when nothing
+/// has arrived for this long (hub clock).
+pub const CTG_IDLE_MS: i64 = 5 * UnixMillis::MINUTE;
+
 /// How a CTG session ended (its summary has been emitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtgEnd {
@@ -360,7 +364,7 @@ impl CtgState {
     /// `ctg_session_end` that ended it.
     pub fn continued_by(&self, device: DeviceRef, first: UnixMillis) -> bool {
         self.device == device
-            && first.millis_since(self.last_data) < super::absorb::CTG_IDLE_MS
+            && first.millis_since(self.last_data) < CTG_IDLE_MS
             && self.end_event.is_none_or(|end| first <= end)
     }
 
@@ -377,7 +381,7 @@ impl CtgState {
     /// lasts until `end`.
     pub fn summary(&self, end: UnixMillis) -> super::ctg::CtgSummary {
         let at = match self.session.last_data() {
-            Some(_) => self.last_data.plus_millis(super::absorb::CTG_IDLE_MS),
+            Some(_) => self.last_data.plus_millis(CTG_IDLE_MS),
             None => end,
         };
         self.session.summary_at(at)
